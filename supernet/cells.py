@@ -1,0 +1,140 @@
+"""The six candidate cells of the paper, and the small blocks they are made of.
+
+Every cell is ``conv1x1 + BN + ReLU`` followed by one operation (index: name):
+
+    0: conv3x3   conv 3x3 + BN + ReLU
+    1: sep3x3    depthwise-separable conv 3x3 + BN + ReLU
+    2: conv5x5   conv 5x5 + BN + ReLU
+    3: sep5x5    depthwise-separable conv 5x5 + BN + ReLU
+    4: avgpool3x3  average pooling 3x3, stride 1 (padding not counted in the average)
+    5: maxpool3x3  max pooling 3x3, stride 1
+
+All cells keep the number of channels and the spatial size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+CELL_NAMES: tuple[str, ...] = (
+    "conv3x3",
+    "sep3x3",
+    "conv5x5",
+    "sep5x5",
+    "avgpool3x3",
+    "maxpool3x3",
+)
+
+
+class ConvBnAct(nn.Sequential):
+    """``conv(kernel) + BN + ReLU`` with same padding.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: square kernel size (odd).
+        groups: convolution groups (``in_channels`` for a depthwise conv).
+        act: whether to end with ReLU.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        *,
+        groups: int = 1,
+        act: bool = True,
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                padding=kernel_size // 2,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True) if act else nn.Identity(),
+        )
+
+
+class SepConvBnAct(nn.Sequential):
+    """Depthwise ``k x k`` conv, pointwise ``1 x 1`` conv, then BN + ReLU."""
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__(
+            nn.Conv2d(
+                channels,
+                channels,
+                kernel_size,
+                padding=kernel_size // 2,
+                groups=channels,
+                bias=False,
+            ),
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+def _conv3x3(c: int) -> nn.Module:
+    return ConvBnAct(c, c, 3)
+
+
+def _sep3x3(c: int) -> nn.Module:
+    return SepConvBnAct(c, 3)
+
+
+def _conv5x5(c: int) -> nn.Module:
+    return ConvBnAct(c, c, 5)
+
+
+def _sep5x5(c: int) -> nn.Module:
+    return SepConvBnAct(c, 5)
+
+
+def _avgpool3x3(c: int) -> nn.Module:
+    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+
+def _maxpool3x3(c: int) -> nn.Module:
+    return nn.MaxPool2d(3, stride=1, padding=1)
+
+
+# One named factory per cell: a table rather than closures built in a loop, so that each index
+# provably builds its own operation (a late-binding closure once made every branch the same op).
+OPS: dict[str, Callable[[int], nn.Module]] = {
+    "conv3x3": _conv3x3,
+    "sep3x3": _sep3x3,
+    "conv5x5": _conv5x5,
+    "sep5x5": _sep5x5,
+    "avgpool3x3": _avgpool3x3,
+    "maxpool3x3": _maxpool3x3,
+}
+
+
+class Cell(nn.Module):
+    """One searchable cell: ``conv1x1 + BN + ReLU`` followed by the named operation.
+
+    Args:
+        name: one of ``CELL_NAMES``.
+        channels: input and output channels.
+    """
+
+    def __init__(self, name: str, channels: int) -> None:
+        super().__init__()
+        if name not in OPS:
+            raise ValueError(f"unknown cell {name!r}; known cells are {list(OPS)}")
+        self.name = name
+        self.proj = ConvBnAct(channels, channels, 1)
+        self.op = OPS[name](channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return self.name

@@ -1,0 +1,120 @@
+"""The search space: shape of the encoder-decoder and the encoding of architectures.
+
+An architecture is one cell index per encoder layer, written as a space-separated string such as
+``"0 5 5 2 2 2 4 5 3 5 3 4"`` (the paper's notation). The decoder mirrors the encoder, so the
+encoder's choices fix the whole network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from supernet.cells import CELL_NAMES
+from supernet.errors import ArchitectureError
+
+Arch = tuple[int, ...]
+"""An architecture: one cell index per encoder layer."""
+
+
+def default_reductions(layers: int) -> tuple[int, ...]:
+    """ENAS macro reduction positions: after layers ``n//3 - 1`` and ``2n//3 - 1``."""
+    return tuple(sorted({layers // 3 - 1, 2 * layers // 3 - 1} - {-1}))
+
+
+class SearchSpace(BaseModel):
+    """Shape of the searched encoder-decoder network.
+
+    Args:
+        layers: encoder layers (the decoder has as many).
+        channels: feature channels, constant through the network as in ENAS macro search.
+        cells: candidate cell names, in index order; defaults to the paper's six.
+        reductions: encoder layers followed by stride-2 pooling (and, mirrored, decoder layers
+            preceded by upsampling); defaults to ``n//3 - 1`` and ``2n//3 - 1``.
+        num_classes: output classes of the segmentation head.
+        in_channels: input image channels.
+        skip_merge: how a long skip joins the upsampled decoder map: ``concat`` (concatenate,
+            then conv1x1 + BN + ReLU back to ``channels``) or ``sum``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    layers: int = Field(12, ge=1, le=64)
+    channels: int = Field(36, ge=1, le=1024)
+    cells: tuple[str, ...] = CELL_NAMES
+    reductions: tuple[int, ...] | None = None
+    num_classes: int = Field(21, ge=2, le=1024)
+    in_channels: int = Field(3, ge=1, le=64)
+    skip_merge: Literal["concat", "sum"] = "concat"
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpace:
+        unknown = [c for c in self.cells if c not in CELL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown cells {unknown}; known cells are {list(CELL_NAMES)}")
+        if not self.cells or len(set(self.cells)) != len(self.cells):
+            raise ValueError("cells must be a non-empty list of distinct cell names")
+        if self.reductions is None:
+            object.__setattr__(self, "reductions", default_reductions(self.layers))
+        reds = self.reductions
+        if list(reds) != sorted(set(reds)) or any(not 0 <= r < self.layers for r in reds):
+            raise ValueError(
+                f"reductions must be distinct, increasing layer indices in [0, {self.layers - 1}],"
+                f" got {list(reds)}"
+            )
+        return self
+
+    @property
+    def num_choices(self) -> int:
+        """Number of candidate cells per layer."""
+        return len(self.cells)
+
+    @property
+    def size(self) -> int:
+        """Number of distinct architectures in the space."""
+        return self.num_choices**self.layers
+
+    def check(self, arch: Iterable[int]) -> Arch:
+        """Return ``arch`` as a tuple after checking its length and indices.
+
+        Raises:
+            ArchitectureError: wrong number of layers or an index outside ``[0, num_choices)``.
+        """
+        arch = tuple(arch)
+        if len(arch) != self.layers:
+            raise ArchitectureError(
+                f"architecture has {len(arch)} layers, the search space has {self.layers}"
+            )
+        bad = [(i, c) for i, c in enumerate(arch) if not isinstance(c, int) or isinstance(c, bool)
+               or not 0 <= c < self.num_choices]
+        if bad:
+            i, c = bad[0]
+            raise ArchitectureError(
+                f"layer {i} has cell index {c!r}; valid indices are 0..{self.num_choices - 1}"
+            )
+        return arch
+
+    def parse(self, text: str | Sequence[int]) -> Arch:
+        """Parse ``"0 5 5 2 ..."`` (spaces or commas) or a list of ints into a checked arch."""
+        if not isinstance(text, str):
+            return self.check(text)
+        tokens = text.replace(",", " ").split()
+        try:
+            values = [int(t) for t in tokens]
+        except ValueError:
+            raise ArchitectureError(
+                f"architecture {text!r} must be cell indices separated by spaces, "
+                f"e.g. {format_arch(i % self.num_choices for i in range(self.layers))!r}"
+            ) from None
+        return self.check(values)
+
+    def cell_name(self, index: int) -> str:
+        """Name of the cell with the given index."""
+        return self.cells[index]
+
+
+def format_arch(arch: Iterable[int]) -> str:
+    """Format an architecture the way the paper writes it: ``"0 5 5 2 ..."``."""
+    return " ".join(str(int(c)) for c in arch)
