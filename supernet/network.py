@@ -27,6 +27,7 @@ the supernet computes for that architecture.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -70,7 +71,7 @@ class UpStage(nn.Module):
 def _split(items: Sequence[nn.Module], starts: Iterable[int]) -> list[nn.Sequential]:
     """Cut ``items`` into consecutive ``nn.Sequential`` groups starting at ``starts``."""
     bounds = [0, *starts, len(items)]
-    return [nn.Sequential(*items[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [nn.Sequential(*items[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 class ChildNet(nn.Module):
@@ -89,8 +90,6 @@ class ChildNet(nn.Module):
         merges: one skip merge per reduction, in the order of ``space.reductions``.
         head: the classifier.
     """
-
-    arch: list[int]
 
     def __init__(
         self,
