@@ -87,8 +87,11 @@ class SearchSpace(BaseModel):
             raise ArchitectureError(
                 f"architecture has {len(arch)} layers, the search space has {self.layers}"
             )
-        bad = [(i, c) for i, c in enumerate(arch) if not isinstance(c, int) or isinstance(c, bool)
-               or not 0 <= c < self.num_choices]
+        bad = [
+            (i, c)
+            for i, c in enumerate(arch)
+            if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < self.num_choices
+        ]
         if bad:
             i, c = bad[0]
             raise ArchitectureError(

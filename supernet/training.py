@@ -1,0 +1,259 @@
+"""Training and evaluation of one fixed architecture (the stand-alone child).
+
+Used to retrain a found architecture from scratch and by ``segnas train``. The search itself
+trains the supernet elsewhere; this module only knows a child network and a data set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from supernet.data import SegmentationData
+from supernet.errors import ConfigError, DatasetError
+from supernet.metrics import ConfusionMatrix, Metrics
+from supernet.network import build_child
+from supernet.profile import count_params
+from supernet.space import SearchSpace
+
+
+class TrainConfig(BaseModel):
+    """How a child network is trained from scratch.
+
+    Defaults follow ENAS's shared-weight optimiser (SGD, Nesterov momentum 0.9, weight decay
+    2.5e-4, lr 0.05 annealed by a cosine to 0.0005), here without restarts.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    lr: float = Field(0.05, gt=0, le=10)
+    lr_min: float = Field(0.0005, ge=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(2.5e-4, ge=0, le=1)
+    grad_clip: float | None = Field(5.0, gt=0)
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = Field(0, ge=0, le=64)
+
+
+class EpochStats(BaseModel):
+    """One epoch of training: mean training loss, validation metrics, wall time."""
+
+    epoch: int
+    train_loss: float
+    val: Metrics
+    seconds: float
+
+
+class TrainResult(BaseModel):
+    """A trained child: its size, final validation and test metrics, and per-epoch history."""
+
+    arch: list[int]
+    params: int
+    val: Metrics
+    test: Metrics
+    history: list[EpochStats]
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Passed to the progress callback after every optimiser step."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when a GPU is visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda[:N]'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is visible")
+    return device
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 mixed precision on CUDA; a no-op on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_loader(
+    split: Dataset, *, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader whose shuffling order depends on ``seed`` only."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        split,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=False,
+        num_workers=num_workers,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
+    """Pixel-wise cross entropy, ignored pixels excluded."""
+    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_classes: int,
+    ignore_index: int = 255,
+    device: torch.device | None = None,
+) -> Metrics:
+    """Metrics of ``model`` (in eval mode) over every pixel of ``batches``."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    try:
+        for images, masks in batches:
+            with autocast(device):
+                logits = model(images.to(device, non_blocking=True))
+            matrix.update(logits.argmax(dim=1), masks.to(device, non_blocking=True))
+    finally:
+        model.train(was_training)
+    return matrix.compute()
+
+
+def _require(split: Dataset, name: str) -> Dataset:
+    if len(split) == 0:  # type: ignore[arg-type]
+        raise DatasetError(f"the {name} split is empty: the data set needs more images")
+    return split
+
+
+def train_child(
+    space: SearchSpace,
+    arch: Iterable[int],
+    data: SegmentationData,
+    config: TrainConfig | None = None,
+    *,
+    on_step: Callable[[TrainProgress], None] | None = None,
+) -> TrainResult:
+    """Train ``arch`` from scratch on ``data.train``; evaluate on val each epoch and on test.
+
+    Args:
+        space: search space; its classes and input channels must match the data set.
+        arch: the architecture to train.
+        data: the data set with its three splits.
+        config: optimiser and schedule.
+        on_step: called after every optimiser step (for progress bars).
+    """
+    config = config or TrainConfig()
+    if space.num_classes != data.num_classes or space.in_channels != data.in_channels:
+        raise ConfigError(
+            f"search space has {space.num_classes} classes and {space.in_channels} input "
+            f"channels, the data set {data.num_classes} and {data.in_channels}"
+        )
+    device = resolve_device(config.device)
+    train_split = _require(data.train, "train")
+    val_split = _require(data.val, "val")
+    test_split = _require(data.test, "test")
+
+    torch.manual_seed(config.seed)
+    model = build_child(space, arch).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+    loader = make_loader(
+        train_split,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        num_workers=config.num_workers,
+    )
+    steps = len(loader)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs * steps, eta_min=config.lr_min
+    )
+
+    def eval_batches(split: Dataset) -> DataLoader:
+        return make_loader(
+            split, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers
+        )
+
+    history: list[EpochStats] = []
+    for epoch in range(config.epochs):
+        started = time.perf_counter()
+        model.train()
+        total_loss = 0.0
+        for step, (images, masks) in enumerate(loader):
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            with autocast(device):
+                logits = model(images)
+            loss = segmentation_loss(logits, masks, data.ignore_index)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training loss became {value} at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += value
+            if on_step is not None:
+                on_step(TrainProgress(epoch, config.epochs, step, steps, value))
+        val = evaluate(
+            model,
+            eval_batches(val_split),
+            num_classes=data.num_classes,
+            ignore_index=data.ignore_index,
+            device=device,
+        )
+        history.append(
+            EpochStats(
+                epoch=epoch,
+                train_loss=total_loss / steps,
+                val=val,
+                seconds=time.perf_counter() - started,
+            )
+        )
+    test = evaluate(
+        model,
+        eval_batches(test_split),
+        num_classes=data.num_classes,
+        ignore_index=data.ignore_index,
+        device=device,
+    )
+    return TrainResult(
+        arch=list(model.arch),
+        params=count_params(model),
+        val=history[-1].val,
+        test=test,
+        history=history,
+    )

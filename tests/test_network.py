@@ -1,0 +1,236 @@
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from supernet.cells import CELL_NAMES, Cell
+from supernet.network import ChildNet, SuperNet, build_child
+from supernet.profile import count_flops, count_params
+from supernet.space import SearchSpace
+
+SMALL = SearchSpace(layers=6, channels=8, num_classes=5)
+PAPER_ARCH = (0, 5, 5, 2, 2, 2, 4, 5, 3, 5, 3, 4)
+ARCHS_6 = [(0, 1, 2, 3, 4, 5), (4,) * 6, (5,) * 6, (2, 4, 5, 1, 3, 0)]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_every_cell_keeps_shape_and_is_finite(name):
+    cell = Cell(name, 8)
+    x = torch.randn(2, 8, 9, 7)
+    y = cell(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_every_cell_starts_with_conv1x1_bn_relu(name):
+    proj = Cell(name, 8).proj
+    assert isinstance(proj[0], nn.Conv2d) and proj[0].kernel_size == (1, 1)
+    assert isinstance(proj[1], nn.BatchNorm2d) and isinstance(proj[2], nn.ReLU)
+
+
+def test_cells_are_the_papers_operations():
+    c = 8
+    ops = {name: Cell(name, c).op for name in CELL_NAMES}
+    assert ops["conv3x3"][0].kernel_size == (3, 3) and ops["conv3x3"][0].groups == 1
+    assert ops["conv5x5"][0].kernel_size == (5, 5) and ops["conv5x5"][0].groups == 1
+    for name, k in (("sep3x3", 3), ("sep5x5", 5)):
+        depthwise, pointwise = ops[name][0], ops[name][1]
+        assert depthwise.kernel_size == (k, k) and depthwise.groups == c
+        assert pointwise.kernel_size == (1, 1)
+        assert isinstance(ops[name][2], nn.BatchNorm2d) and isinstance(ops[name][3], nn.ReLU)
+    assert isinstance(ops["avgpool3x3"], nn.AvgPool2d) and ops["avgpool3x3"].stride == 1
+    assert isinstance(ops["maxpool3x3"], nn.MaxPool2d) and ops["maxpool3x3"].stride == 1
+
+
+@pytest.mark.parametrize("name", ["avgpool3x3", "maxpool3x3"])
+def test_pooling_cells_are_not_no_ops(name):
+    op = Cell(name, 4).op
+    x = torch.randn(1, 4, 6, 6)
+    y = op(x)
+    assert not torch.allclose(y, x)
+    if name == "maxpool3x3":
+        assert torch.equal(y[0, :, 2, 2], x[0, :, 1:4, 1:4].amax(dim=(-1, -2)))
+    else:
+        assert torch.allclose(y[0, :, 2, 2], x[0, :, 1:4, 1:4].mean(dim=(-1, -2)))
+
+
+def test_only_the_chosen_cell_of_each_layer_runs():
+    net = SuperNet(SMALL)
+    ran: set[tuple[str, int, int]] = set()
+    for side in ("encoder", "decoder"):
+        for layer, candidates in enumerate(getattr(net, side)):
+            for index, cell in enumerate(candidates):
+                cell.register_forward_hook(lambda *_, key=(side, layer, index): ran.add(key))
+    n = SMALL.layers
+    for arch in ARCHS_6:
+        ran.clear()
+        net(torch.randn(2, 3, 16, 16), arch)
+        expected = {("encoder", i, arch[i]) for i in range(n)}
+        expected |= {("decoder", j, arch[n - 1 - j]) for j in range(n)}
+        assert ran == expected
+
+
+def test_gradients_reach_only_the_chosen_cells():
+    net = SuperNet(SMALL)
+    arch = ARCHS_6[0]
+    net(torch.randn(2, 3, 16, 16), arch).sum().backward()
+    n = SMALL.layers
+    for i in range(n):
+        for index, cell in enumerate(net.encoder[i]):
+            has_grad = any(p.grad is not None for p in cell.parameters())
+            assert has_grad == (index == arch[i])
+        for index, cell in enumerate(net.decoder[i]):
+            has_grad = any(p.grad is not None for p in cell.parameters())
+            assert has_grad == (index == arch[n - 1 - i])
+
+
+def test_architectures_compute_different_functions():
+    net = SuperNet(SMALL).eval()
+    x = torch.randn(2, 3, 16, 16)
+    outputs = [net(x, arch) for arch in ARCHS_6]
+    for a in range(len(outputs)):
+        for b in range(a + 1, len(outputs)):
+            assert not torch.allclose(outputs[a], outputs[b])
+
+
+@pytest.mark.parametrize("size", [(16, 16), (17, 23), (5, 9)])
+def test_output_has_input_resolution(size):
+    net = SuperNet(SMALL)
+    assert net(torch.randn(2, 3, *size), ARCHS_6[0]).shape == (2, 5, *size)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        SMALL,
+        SMALL.model_copy(update={"skip_merge": "sum"}),
+        SearchSpace(layers=6, channels=8, num_classes=5, reductions=(0, 5)),
+        SearchSpace(layers=6, channels=8, num_classes=5, reductions=()),
+        SearchSpace(layers=1, channels=4, num_classes=2),
+    ],
+    ids=["default", "sum", "first-last", "no-reduction", "one-layer"],
+)
+def test_child_matches_supernet_numerically(space):
+    net = SuperNet(space)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    archs = [tuple(a[i % len(a)] for i in range(space.layers)) for a in ARCHS_6]
+    for arch in archs:  # a few steps so that weights and BN statistics are not the initial ones
+        optimizer.zero_grad()
+        net(torch.randn(4, 3, 16, 16), arch).pow(2).mean().backward()
+        optimizer.step()
+    x = torch.randn(3, 3, 16, 12)
+    for arch in archs:
+        for train_mode in (False, True):
+            net.train(train_mode)
+            child = build_child(space, arch, supernet=net)
+            assert child.training == train_mode
+            torch.testing.assert_close(child(x), net(x, arch), rtol=0, atol=0)
+
+
+def test_child_holds_only_the_chosen_cells():
+    net = SuperNet(SMALL)
+    arch = ARCHS_6[3]
+    child = build_child(SMALL, arch, supernet=net)
+    n = SMALL.layers
+    chosen = sum(count_params(net.encoder[i][arch[i]]) for i in range(n))
+    chosen += sum(count_params(net.decoder[j][arch[n - 1 - j]]) for j in range(n))
+    shared = count_params(net.stem) + count_params(net.merges) + count_params(net.head)
+    assert count_params(child) == chosen + shared
+    assert count_params(child) < count_params(net)
+
+
+def test_child_is_a_copy_not_a_view():
+    net = SuperNet(SMALL)
+    child = build_child(SMALL, ARCHS_6[0], supernet=net)
+    with torch.no_grad():
+        for p in child.parameters():
+            p.add_(1.0)
+    assert not torch.equal(child.head.weight, net.head.weight)
+
+
+def test_fresh_child_has_the_same_parameters_layout():
+    net = SuperNet(SMALL)
+    arch = ARCHS_6[3]
+    fresh = build_child(SMALL, arch)
+    copied = build_child(SMALL, arch, supernet=net)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in copied.state_dict().items()
+    }
+    fresh.load_state_dict(copied.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(fresh.eval()(x), copied.eval()(x))
+
+
+# TorchScript is deprecated in torch 2.13 but is still the format the issue asks for.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("arch", [PAPER_ARCH, (4,) * 12, (1, 3) * 6])
+def test_child_is_torchscriptable(arch):
+    space = SearchSpace(channels=8, num_classes=22)
+    child = build_child(space, arch).eval()
+    scripted = torch.jit.script(child)
+    x = torch.randn(1, 3, 20, 20)
+    torch.testing.assert_close(scripted(x), child(x))
+
+
+def test_supernet_copies_and_pickles_without_its_views():
+    net = SuperNet(SMALL)
+    net(torch.randn(1, 3, 8, 8), ARCHS_6[0])
+    assert len(net._views) == 1
+    clone = copy.deepcopy(net)
+    restored = pickle.loads(pickle.dumps(net))
+    for other in (clone, restored):
+        assert len(other._views) == 0
+        torch.testing.assert_close(
+            other.eval()(torch.ones(1, 3, 8, 8), ARCHS_6[0]),
+            net.eval()(torch.ones(1, 3, 8, 8), ARCHS_6[0]),
+        )
+
+
+def test_view_cache_is_bounded():
+    net = SuperNet(SMALL, view_cache=2)
+    for arch in ARCHS_6:
+        net.view(arch)
+    assert list(net._views) == ARCHS_6[-2:]
+
+
+def test_view_rejects_architectures_outside_the_space():
+    from supernet.errors import ArchitectureError
+
+    with pytest.raises(ArchitectureError):
+        SuperNet(SMALL)(torch.randn(1, 3, 8, 8), (0, 1, 2))
+    with pytest.raises(ValueError, match="different search space"):
+        build_child(
+            SearchSpace(layers=6, channels=4, num_classes=5), ARCHS_6[0], supernet=SuperNet(SMALL)
+        )
+
+
+def test_paper_architecture_size_and_cost():
+    space = SearchSpace(num_classes=22)
+    child = build_child(space, PAPER_ARCH)
+    assert isinstance(child, ChildNet)
+    params = count_params(child)
+    assert 100_000 < params < 1_000_000
+    flops = count_flops(child, (64, 64))
+    assert flops > 0
+    # FLOPs grow with the pixel count (all cells are same-size convs or pools)
+    assert count_flops(child, (128, 128)) == pytest.approx(4 * flops, rel=0.01)
+    # a network of pooling cells is much cheaper than one of 5x5 convolutions
+    assert (
+        count_flops(build_child(space, (5,) * 12), (64, 64))
+        < flops
+        < count_flops(build_child(space, (2,) * 12), (64, 64))
+    )
+
+
+def test_flop_count_of_one_convolution():
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    # 8 * 8 outputs * 4 channels * (3 * 3 * 3) multiply-adds * 2
+    assert count_flops(conv, (8, 8)) == 8 * 8 * 4 * 27 * 2
