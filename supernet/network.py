@@ -119,6 +119,15 @@ class ChildNet(nn.Module):
         )
         self.head = head
 
+    @torch.jit.unused
+    def layer_cells(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The encoder cells in layer order and the decoder cells in execution order."""
+        down = [cell for stage in self.down for cell in stage]
+        bottom = list(self.bottom)
+        split = len(self.arch) - len(down)
+        up = [cell for stage in self.up for cell in stage.cells]
+        return down + bottom[:split], bottom[split:] + up
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
         skips: list[Tensor] = []

@@ -234,3 +234,13 @@ def test_flop_count_of_one_convolution():
     conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
     # 8 * 8 outputs * 4 channels * (3 * 3 * 3) multiply-adds * 2
     assert count_flops(conv, (8, 8)) == 8 * 8 * 4 * 27 * 2
+
+
+def test_child_lists_its_layer_cells_in_order():
+    space = SMALL
+    arch = ARCHS_6[3]
+    child = build_child(space, arch)
+    encoder, decoder = child.layer_cells()
+    n = space.layers
+    assert [c.name for c in encoder] == [space.cell_name(a) for a in arch]
+    assert [c.name for c in decoder] == [space.cell_name(arch[n - 1 - j]) for j in range(n)]

@@ -1,0 +1,58 @@
+"""The ``segnas`` command line: one sub-command per verb, errors as one line.
+
+Each verb lives in ``segnas.commands.<verb>`` and is imported only when used, so that a verb
+that needs no torch (later: ``serve``) starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from segnas import __version__
+
+# verb -> module under segnas.commands with add_arguments(parser) and run(args) -> int
+VERBS: dict[str, tuple[str, str]] = {
+    "arch": ("arch", "describe an architecture: per-layer table, parameters, FLOPs"),
+    "data": ("data", "inspect a data set: split sizes, class histogram, preview"),
+    "train": ("train", "train one architecture from scratch and report its test metrics"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segnas",
+        description="ENAS neural architecture search for semantic segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"segnas {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb, (module, summary) in VERBS.items():
+        sub = verbs.add_parser(verb, help=summary, description=summary)
+        command = importlib.import_module(f"segnas.commands.{module}")
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segnas`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("segnas: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the edge where user errors become one line
+        from segnas.commands.errors import user_error_message
+
+        message = user_error_message(error)
+        if message is None:
+            raise
+        print(f"segnas: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""``segnas arch describe``: what an architecture is made of and what it costs."""
+
+from __future__ import annotations
+
+import argparse
+
+from segnas.commands.options import add_json_argument, print_json, print_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    describe = actions.add_parser("describe", help="per-layer table, parameters and FLOPs")
+    describe.add_argument("arch", help='cell indices, e.g. "0 5 5 2 2 2 4 5 3 5 3 4"')
+    describe.add_argument("--classes", type=int, default=21, help="output classes (default 21)")
+    describe.add_argument("--channels", type=int, default=36, help="channels (default 36)")
+    describe.add_argument(
+        "--size", type=int, default=256, help="input side for the FLOP count (default 256)"
+    )
+    describe.add_argument(
+        "--skip-merge", choices=("concat", "sum"), default="concat", help="how long skips merge"
+    )
+    add_json_argument(describe)
+
+
+def run(args: argparse.Namespace) -> int:
+    from supernet.errors import ConfigError
+    from supernet.network import build_child
+    from supernet.profile import count_flops, count_params
+    from supernet.space import SearchSpace, format_arch
+
+    if args.size < 1 or args.size > 8192:
+        raise ConfigError(f"--size must be between 1 and 8192, got {args.size}")
+    tokens = args.arch.replace(",", " ").split()
+    space = SearchSpace(
+        layers=max(len(tokens), 1),
+        channels=args.channels,
+        num_classes=args.classes,
+        skip_merge=args.skip_merge,
+    )
+    arch = space.parse(args.arch)
+    child = build_child(space, arch)
+    params = count_params(child)
+    flops = count_flops(child, (args.size, args.size), space.in_channels)
+    encoder, decoder = child.layer_cells()
+    reductions = set(space.reductions or ())
+    layers = []
+    side = args.size
+    for i, cell in enumerate(arch):
+        layers.append(
+            {
+                "layer": i,
+                "cell": cell,
+                "name": space.cell_name(cell),
+                "resolution": side,
+                "encoder_params": count_params(encoder[i]),
+                "decoder_params": count_params(decoder[space.layers - 1 - i]),
+                "reduction_after": i in reductions,
+            }
+        )
+        if i in reductions:
+            side //= 2  # 2x2 max pooling, floor mode
+    if args.json:
+        print_json(
+            {
+                "arch": list(arch),
+                "arch_str": format_arch(arch),
+                "params": params,
+                "flops": flops,
+                "input_size": [args.size, args.size],
+                "classes": args.classes,
+                "channels": args.channels,
+                "reductions": list(space.reductions or ()),
+                "layers": layers,
+            }
+        )
+        return 0
+    print(f"architecture  {format_arch(arch)}")
+    rows = [
+        [
+            row["layer"],
+            f"{row['cell']} {row['name']}",
+            f"{row['resolution']}x{row['resolution']}",
+            row["encoder_params"],
+            row["decoder_params"],
+            "pool /2" if row["reduction_after"] else "",
+        ]
+        for row in layers
+    ]
+    print_table(rows, ["layer", "cell", "input", "encoder params", "decoder params", "then"])
+    print(f"parameters    {params:,}")
+    print(f"FLOPs         {flops:,} at {args.size}x{args.size} (2 per multiply-add)")
+    return 0

@@ -1,0 +1,121 @@
+"""``segnas data inspect``: split sizes, class histogram and a preview grid of a data set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from segnas.commands.options import (
+    add_dataset_arguments,
+    add_json_argument,
+    dataset_spec_from_args,
+    print_json,
+    print_table,
+)
+
+SPLITS = ("train", "val", "test")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    inspect = actions.add_parser("inspect", help="split sizes, class histogram, preview")
+    add_dataset_arguments(inspect)
+    add_json_argument(inspect)
+    inspect.add_argument("--preview", type=Path, help="write a PNG grid of images and masks")
+    inspect.add_argument(
+        "--preview-count", type=int, default=8, help="images in the preview (default 8)"
+    )
+
+
+def voc_palette(num_colors: int = 256) -> np.ndarray:
+    """The PASCAL VOC bit-shift colour map: colour k for class k (255 is the void colour)."""
+    palette = np.zeros((num_colors, 3), dtype=np.uint8)
+    for k in range(num_colors):
+        c, r, g, b = k, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette[k] = (r, g, b)
+    return palette
+
+
+def write_preview(data, path: Path, count: int) -> int:
+    """Save ``count`` eval-mode items as rows of image | mask | overlay; returns the count."""
+    from PIL import Image
+
+    split = data.val if len(data.val) else data.train
+    count = min(count, len(split))
+    if count == 0:
+        raise ValueError("the data set has no images to preview")
+    mean = np.asarray(data.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(data.std, dtype=np.float32)[:, None, None]
+    palette = voc_palette()
+    rows = []
+    for i in range(count):
+        image, mask = split[i]
+        rgb = (image.numpy() * std + mean).clip(0, 1)
+        rgb = (rgb.transpose(1, 2, 0) * 255).astype(np.uint8)
+        if rgb.shape[2] == 1:
+            rgb = np.repeat(rgb, 3, axis=2)
+        coloured = palette[mask.numpy().clip(0, 255)]
+        overlay = (0.5 * rgb + 0.5 * coloured).astype(np.uint8)
+        rows.append(np.concatenate([rgb, coloured, overlay], axis=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return count
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from supernet.data import load_dataset, parse_dataset_spec
+
+    spec = parse_dataset_spec(dataset_spec_from_args(args))
+    data = load_dataset(spec)
+    histogram = {name: np.zeros(data.num_classes, dtype=np.int64) for name in SPLITS}
+    total = sum(len(data.split(name)) for name in SPLITS)
+    with tqdm(total=total, desc="reading masks", unit="img", disable=None, leave=False) as bar:
+        for name in SPLITS:
+            split = data.split(name)
+            for i in range(len(split)):
+                labels = split.label_map(i)
+                labels = labels[labels != data.ignore_index]
+                histogram[name] += np.bincount(labels.ravel(), minlength=data.num_classes)[
+                    : data.num_classes
+                ]
+                bar.update()
+    overall = sum(histogram.values())
+    present = [int(k) for k in np.flatnonzero(overall)]
+    sizes = {name: len(data.split(name)) for name in SPLITS}
+    previewed = write_preview(data, args.preview, args.preview_count) if args.preview else 0
+
+    if args.json:
+        print_json(
+            {
+                "dataset": spec.model_dump(mode="json"),
+                "splits": sizes,
+                "num_classes": data.num_classes,
+                "class_names": list(data.class_names),
+                "classes": present,
+                "histogram": {name: h.tolist() for name, h in histogram.items()},
+                "preview": str(args.preview) if args.preview else None,
+            }
+        )
+        return 0
+    print(f"data set  {spec.kind}  ({data.num_classes} classes)")
+    print_table([[name, sizes[name]] for name in SPLITS], ["split", "images"])
+    print()
+    rows = []
+    for k in range(data.num_classes):
+        share = overall[k] / max(int(overall.sum()), 1)
+        rows.append(
+            [k, data.class_names[k], *(int(histogram[s][k]) for s in SPLITS), f"{share:.1%}"]
+        )
+    print_table(rows, ["id", "class", "train px", "val px", "test px", "share"])
+    if args.preview:
+        print(f"\npreview of {previewed} images: {args.preview}")
+    return 0

@@ -1,0 +1,27 @@
+"""Turns errors a user can cause into the one line the CLI prints."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from supernet.errors import SegnasError
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """``field: problem; field: problem`` for a pydantic error, without pydantic's URLs."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or error.title
+        parts.append(f"{where}: {item['msg']}")
+    return f"invalid {error.title}: " + "; ".join(parts)
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The message to print for a user error, or None for a bug (which keeps its traceback)."""
+    if isinstance(error, SegnasError):
+        return str(error)
+    if isinstance(error, ValidationError):
+        return format_validation_error(error)
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    return None
