@@ -11,6 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     describe = actions.add_parser("describe", help="per-layer table, parameters and FLOPs")
     describe.add_argument("arch", help='cell indices, e.g. "0 5 5 2 2 2 4 5 3 5 3 4"')
+    describe.add_argument("--layers", type=int, default=12, help="encoder layers (default 12)")
     describe.add_argument("--classes", type=int, default=21, help="output classes (default 21)")
     describe.add_argument("--channels", type=int, default=36, help="channels (default 36)")
     describe.add_argument(
@@ -30,9 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.size < 1 or args.size > 8192:
         raise ConfigError(f"--size must be between 1 and 8192, got {args.size}")
-    tokens = args.arch.replace(",", " ").split()
     space = SearchSpace(
-        layers=max(len(tokens), 1),
+        layers=args.layers,
         channels=args.channels,
         num_classes=args.classes,
         skip_merge=args.skip_merge,

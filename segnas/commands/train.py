@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--lr", type=float, default=0.05, help="initial learning rate")
+    parser.add_argument("--layers", type=int, default=12, help="encoder layers (default 12)")
     parser.add_argument("--channels", type=int, default=36, help="channels (default 36)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and order")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
@@ -42,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     data = load_dataset(parse_dataset_spec(dataset_spec_from_args(args)))
-    tokens = args.arch.replace(",", " ").split()
     space = SearchSpace(
-        layers=max(len(tokens), 1),
+        layers=args.layers,
         channels=args.channels,
         num_classes=data.num_classes,
         in_channels=data.in_channels,
