@@ -1,0 +1,151 @@
+"""The ``segnas`` command line, run in-process: JSON outputs and one-line user errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from segnas.cli import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "voc2012-sample"
+PAPER_ARCH = "0 5 5 2 2 2 4 5 3 5 3 4"
+
+
+def run_json(capsys, *argv: str) -> dict:
+    assert main([*argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, "--json prints exactly one line"
+    return json.loads(out)
+
+
+def run_error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("segnas: error: ")
+    return err[0]
+
+
+def test_arch_describe_json(capsys):
+    out = run_json(capsys, "arch", "describe", PAPER_ARCH, "--classes", "22", "--size", "64")
+    assert out["arch"] == [0, 5, 5, 2, 2, 2, 4, 5, 3, 5, 3, 4]
+    assert isinstance(out["params"], int) and out["params"] > 0
+    assert isinstance(out["flops"], int) and out["flops"] > 0
+    assert [row["name"] for row in out["layers"]][:3] == ["conv3x3", "maxpool3x3", "maxpool3x3"]
+    assert [row["resolution"] for row in out["layers"]] == [64] * 4 + [32] * 4 + [16] * 4
+    # parameters of the parts add up to the whole
+    cells = sum(r["encoder_params"] + r["decoder_params"] for r in out["layers"])
+    assert cells < out["params"]
+
+
+def test_arch_describe_table(capsys):
+    assert main(["arch", "describe", PAPER_ARCH, "--size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "maxpool3x3" in out and "parameters" in out and "FLOPs" in out
+
+
+def test_arch_describe_params_match_channels_and_classes(capsys):
+    small = run_json(capsys, "arch", "describe", PAPER_ARCH, "--channels", "8", "--size", "16")
+    large = run_json(capsys, "arch", "describe", PAPER_ARCH, "--channels", "16", "--size", "16")
+    assert small["params"] < large["params"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["arch", "describe", "0 5 5"], "has 3 layers, the search space has 12"),
+        (["arch", "describe", "0 5 5 2 2 2 4 5 3 5 3 9"], "layer 11 has cell index 9"),
+        (["arch", "describe", PAPER_ARCH, "--channels", "0"], "channels"),
+        (["arch", "describe", PAPER_ARCH, "--size", "0"], "--size"),
+        (["data", "inspect", "--dataset", "imagenet"], "imagenet"),
+        (["data", "inspect", "--dataset", "voc", "--root", "/nonexistent"], "/nonexistent"),
+        (["data", "inspect", "-D", "imagez=10"], "imagez"),
+        (["data", "inspect", "-D", "images"], "KEY=VALUE"),
+        (["train", "--arch", "0 0", "--layers", "2", "--epochs", "0"], "epochs"),
+    ],
+)
+def test_user_errors_are_one_line(capsys, argv, message):
+    assert message in run_error(capsys, *argv)
+
+
+def test_data_inspect_digits(capsys, tmp_path):
+    preview = tmp_path / "grid.png"
+    out = run_json(
+        capsys, "data", "inspect", "-D", "images=40", "--size", "32", "--preview", str(preview)
+    )
+    assert out["splits"] == {"train": 28, "val": 8, "test": 4}
+    assert out["num_classes"] == 11
+    assert out["classes"][0] == 0 and set(out["classes"]) <= set(range(11))
+    assert len(out["histogram"]["train"]) == 11
+    with Image.open(preview) as image:
+        assert image.width == 3 * 32 and image.height == 8 * 32
+
+
+def test_data_inspect_voc_fixture(capsys, tmp_path):
+    out = run_json(
+        capsys, "data", "inspect", "--dataset", "voc", "--root", str(FIXTURE), "--size", "64"
+    )
+    assert sum(out["splits"].values()) == 4
+    assert set(out["classes"]) == {0, 2, 5, 12, 15, 17}
+    assert out["class_names"][12] == "dog"
+
+
+def test_data_inspect_voc_void_as_class(capsys):
+    out = run_json(
+        capsys,
+        "data",
+        "inspect",
+        "--dataset",
+        "voc",
+        "--root",
+        str(FIXTURE),
+        "--size",
+        "64",
+        "-D",
+        "void_as_class=true",
+    )
+    assert out["num_classes"] == 22
+    assert 21 in out["classes"]
+
+
+def test_data_inspect_names_a_broken_file(capsys, tmp_path):
+    root = tmp_path / "voc"
+    shutil.copytree(FIXTURE, root)
+    (root / "VOCdevkit/VOC2012/SegmentationClass/2007_006449.png").unlink()
+    message = run_error(capsys, "data", "inspect", "--dataset", "voc", "--root", str(root))
+    assert "2007_006449.png" in message
+
+
+def test_train_json_on_tiny_digits(capsys):
+    out = run_json(
+        capsys,
+        "train",
+        "--arch",
+        "0 2 5",
+        "--layers",
+        "3",
+        "--channels",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "-D",
+        "images=40",
+        "--size",
+        "24",
+    )
+    for key in ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus"):
+        assert 0.0 <= out[key] <= 1.0
+    assert isinstance(out["params"], int) and out["params"] > 0
+    assert out["arch"] == [0, 2, 5]
+    assert len(out["epochs"]) == 1
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("segnas ")

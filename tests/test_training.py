@@ -1,0 +1,88 @@
+"""The fixed-architecture training loop, on small embedded digits."""
+
+import pytest
+import torch
+
+from supernet.data import DigitsSpec, load_dataset
+from supernet.errors import ConfigError, DatasetError
+from supernet.metrics import ConfusionMatrix
+from supernet.network import build_child
+from supernet.space import SearchSpace
+from supernet.training import TrainConfig, evaluate, make_loader, train_child
+
+TINY = DigitsSpec(images=60, size=24)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return load_dataset(TINY)
+
+
+def tiny_space(**kwargs) -> SearchSpace:
+    return SearchSpace(**{"layers": 3, "channels": 8, "num_classes": 11, **kwargs})
+
+
+def test_train_child_reports_metrics_and_history(tiny_data):
+    steps = []
+    result = train_child(
+        tiny_space(),
+        (0, 2, 5),
+        tiny_data,
+        TrainConfig(epochs=2, batch_size=16),
+        on_step=steps.append,
+    )
+    assert result.arch == [0, 2, 5]
+    assert result.params == sum(
+        p.numel() for p in build_child(tiny_space(), (0, 2, 5)).parameters()
+    )
+    assert [e.epoch for e in result.history] == [0, 1]
+    assert result.val == result.history[-1].val
+    for m in (result.val, result.test):
+        for value in (m.accuracy, m.mean_precision, m.mean_recall, m.miou, m.miou_plus):
+            assert 0.0 <= value <= 1.0
+    assert result.test.pixels == len(tiny_data.test) * 24 * 24 - _ignored(tiny_data.test)
+    # one progress call per optimiser step: ceil(42 / 16) steps per epoch, two epochs
+    assert [(p.epoch, p.step) for p in steps] == [(e, s) for e in range(2) for s in range(3)]
+
+
+def _ignored(split) -> int:
+    return sum(int((split[i][1] == 255).sum()) for i in range(len(split)))
+
+
+def test_training_is_reproducible_from_its_seed(tiny_data):
+    config = TrainConfig(epochs=1, batch_size=16, seed=3)
+    first = train_child(tiny_space(), (1, 3, 4), tiny_data, config)
+    second = train_child(tiny_space(), (1, 3, 4), tiny_data, config)
+    assert first.test == second.test
+    assert first.history[0].train_loss == second.history[0].train_loss
+
+
+def test_evaluate_counts_every_pixel_of_the_split(tiny_data):
+    model = build_child(tiny_space(), (0, 0, 0))
+    loader = make_loader(tiny_data.val, batch_size=7, shuffle=False)
+    metrics = evaluate(model, loader, num_classes=11)
+    assert model.training  # evaluate restores the mode it found
+    matrix = ConfusionMatrix(11)
+    model.eval()
+    with torch.no_grad():
+        for images, masks in loader:
+            matrix.update(model(images), masks)
+    assert metrics == matrix.compute()
+
+
+def test_mismatched_classes_are_a_config_error(tiny_data):
+    with pytest.raises(ConfigError, match=r"21 classes .* the data set 11"):
+        train_child(SearchSpace(layers=3, channels=8), (0, 0, 0), tiny_data, TrainConfig(epochs=1))
+
+
+def test_empty_split_is_a_dataset_error():
+    data = load_dataset(DigitsSpec(images=3, size=24))  # 7:2:1 of 3 leaves test empty
+    empty = [name for name in ("train", "val", "test") if len(data.split(name)) == 0]
+    assert empty
+    with pytest.raises(DatasetError, match=f"the {empty[0]} split is empty"):
+        train_child(tiny_space(), (0, 0, 0), data, TrainConfig(epochs=1))
+
+
+def test_unknown_device_is_a_config_error(tiny_data):
+    with pytest.raises(ConfigError, match="unknown device"):
+        train_child(tiny_space(), (0, 0, 0), tiny_data, TrainConfig(epochs=1, device="tpu"))
