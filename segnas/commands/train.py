@@ -19,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument("--lr", type=float, default=0.05, help="initial learning rate")
+    parser.add_argument(
+        "--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser (default adam)"
+    )
+    parser.add_argument(
+        "--lr", type=float, help="initial learning rate (default: 3e-3 for adam, 0.05 for sgd)"
+    )
     parser.add_argument("--layers", type=int, default=12, help="encoder layers (default 12)")
     parser.add_argument("--channels", type=int, default=36, help="channels (default 36)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and order")
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
+        optimizer=args.optimizer,
         lr=args.lr,
         seed=args.seed,
         device=args.device,
