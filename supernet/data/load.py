@@ -1,0 +1,34 @@
+"""``load_dataset``: from a spec (or a plain mapping) to a loaded ``SegmentationData``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from supernet.data.base import SegmentationData
+from supernet.data.digits import load_digits_dataset
+from supernet.data.folder import load_folder
+from supernet.data.specs import AnyDatasetSpec, DigitsSpec, FolderSpec, VocSpec, parse_dataset_spec
+from supernet.data.voc import load_voc
+from supernet.errors import DatasetError
+
+
+def load_dataset(spec: AnyDatasetSpec | Mapping[str, Any]) -> SegmentationData:
+    """Load the data set a spec describes.
+
+    Args:
+        spec: a ``DigitsSpec``, ``VocSpec`` or ``FolderSpec``, or a mapping that
+            ``parse_dataset_spec`` accepts.
+
+    Raises:
+        DatasetError: the spec is invalid or the data on disk is missing or malformed.
+    """
+    if isinstance(spec, Mapping):
+        spec = parse_dataset_spec(spec)
+    if isinstance(spec, DigitsSpec):
+        return load_digits_dataset(spec)
+    if isinstance(spec, VocSpec):
+        return load_voc(spec)
+    if isinstance(spec, FolderSpec):
+        return load_folder(spec)
+    raise DatasetError(f"not a data set spec: {type(spec).__name__}")

@@ -1,0 +1,192 @@
+"""Data set specifications: what a search or a training run reads, as validated pydantic models.
+
+A spec is a small mapping in a config file or an API request, told apart by ``kind``::
+
+    {"kind": "digits", "images": 2000}
+    {"kind": "voc", "root": "/data/VOCdevkit", "split": "paper"}
+    {"kind": "folder", "root": "/data/my-set", "size": 128}
+
+Specs only check values; paths are checked when the data set is loaded (``load_dataset``), so a
+spec can be validated on a machine that does not hold the data. Unknown fields are errors: a
+typo must never silently become a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from supernet.errors import DatasetError
+
+
+def _ordered(pair: tuple[Any, Any]) -> tuple[Any, Any]:
+    if pair[0] > pair[1]:
+        raise ValueError(f"must be (min, max) with min <= max, got {pair}")
+    return pair
+
+
+_Factor = Annotated[float, Field(gt=0.0, le=8.0)]
+Scale = Annotated[tuple[_Factor, _Factor], AfterValidator(_ordered)]
+"""(min, max) factor of the random training rescale, applied on top of the letterbox scale."""
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+class _Spec(BaseModel):
+    # Frozen: a loaded data set never disagrees with its spec. Forbid: a typo is an error.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DigitsSpec(_Spec):
+    """The embedded data set: real handwritten digits placed on textured canvases.
+
+    Nothing is downloaded: the digits are scikit-learn's 1,797 bundled 8x8 scans. Classes are
+    ``background`` and ``0``..``9`` (11). See ``supernet.data.digits``.
+
+    Args:
+        images: canvases over the three splits together (cut 7:2:1).
+        size: side of the square canvases (and of the tensors produced).
+        min_digits: fewest digits tried per canvas.
+        max_digits: most digits per canvas (fewer when they do not fit without overlap).
+        digit_size: (min, max) pixel height of a placed digit.
+        augment: random rescale and crop on the training split (never a flip: a mirrored digit
+            is another shape).
+        scale: (min, max) random rescale factor when ``augment`` is on.
+        seed: seed of the scan split, the canvases and their contents.
+    """
+
+    kind: Literal["digits"] = "digits"
+    images: int = Field(2000, ge=1, le=100_000)
+    size: int = Field(48, ge=16, le=512)
+    min_digits: int = Field(1, ge=0, le=16)
+    max_digits: int = Field(3, ge=1, le=16)
+    digit_size: Annotated[
+        tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]], AfterValidator(_ordered)
+    ] = (14, 22)
+    augment: bool = False
+    scale: Scale = (0.5, 2.0)
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _check_digits(self) -> DigitsSpec:
+        if self.min_digits > self.max_digits:
+            raise ValueError(
+                f"min_digits ({self.min_digits}) must not exceed max_digits ({self.max_digits})"
+            )
+        if self.digit_size[1] > self.size:
+            raise ValueError(
+                f"digit_size {self.digit_size} does not fit on canvases of size {self.size}"
+            )
+        return self
+
+
+class VocSpec(_Spec):
+    """PASCAL VOC 2012 segmentation (see ``supernet.data.voc``).
+
+    Args:
+        root: the folder holding ``VOCdevkit/``, or the ``VOC2012`` folder itself.
+        split: ``paper`` cuts the 2,913 trainval images 7:2:1 into train/val/test (seeded);
+            ``official`` uses ``train.txt`` for train and cuts ``val.txt`` 2:1 into val/test
+            (VOC's test masks are not public).
+        void_as_class: count the 255 boundary label as a 22nd class ``void`` (the paper's
+            setting) instead of ignoring it.
+        size: side of the square tensors produced.
+        augment: random rescale, crop and flip on the training split.
+        scale: (min, max) random rescale factor when ``augment`` is on.
+        flip: random horizontal flip when ``augment`` is on.
+        seed: seed of the split.
+    """
+
+    kind: Literal["voc"]
+    root: Path
+    split: Literal["paper", "official"] = "paper"
+    void_as_class: bool = False
+    size: int = Field(256, ge=16, le=2048)
+    augment: bool = True
+    scale: Scale = (0.5, 2.0)
+    flip: bool = True
+    seed: Seed = 0
+
+
+class FolderSpec(_Spec):
+    """A user's own data set in a folder (see ``supernet.data.folder``).
+
+    Args:
+        root: folder with ``images/``, ``masks/`` and ``classes.txt``.
+        size: side of the square tensors produced.
+        augment: random rescale, crop and flip on the training split.
+        scale: (min, max) random rescale factor when ``augment`` is on.
+        flip: random horizontal flip when ``augment`` is on.
+        seed: seed of the 7:2:1 split.
+    """
+
+    kind: Literal["folder"]
+    root: Path
+    size: int = Field(256, ge=16, le=2048)
+    augment: bool = True
+    scale: Scale = (0.5, 2.0)
+    flip: bool = True
+    seed: Seed = 0
+
+
+AnyDatasetSpec = DigitsSpec | VocSpec | FolderSpec
+DatasetSpec = Annotated[AnyDatasetSpec, Field(discriminator="kind")]
+"""Any data set spec, told apart by its ``kind`` field."""
+
+_KINDS: dict[str, type[_Spec]] = {"digits": DigitsSpec, "voc": VocSpec, "folder": FolderSpec}
+_ADAPTER: TypeAdapter[AnyDatasetSpec] = TypeAdapter(DatasetSpec)
+
+
+def parse_dataset_spec(data: Mapping[str, Any]) -> AnyDatasetSpec:
+    """Validate a mapping (from a config file or a request) into a data set spec.
+
+    Raises:
+        DatasetError: not a mapping, no or unknown ``kind``, unknown fields, or bad values; the
+            message names every offending field and what is allowed.
+    """
+    if not isinstance(data, Mapping):
+        raise DatasetError(f"a data set spec must be a mapping, got {type(data).__name__}")
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise DatasetError(
+            f"data set spec has kind {kind!r}; set 'kind' to one of {', '.join(_KINDS)}"
+            if "kind" in data
+            else f"data set spec has no 'kind'; set it to one of {', '.join(_KINDS)}"
+        )
+    try:
+        return _ADAPTER.validate_python(dict(data))
+    except ValidationError as exc:
+        raise DatasetError(_describe(str(kind), exc)) from None
+
+
+def _describe(kind: str, exc: ValidationError) -> str:
+    """The problems in one line, e.g. ``invalid 'digits' data set spec: images: Input should be
+    greater than or equal to 1 (got 0)``."""
+    known = ", ".join(_KINDS[kind].model_fields)
+    problems = []
+    for err in exc.errors():
+        # The discriminated union puts the tag first in the location: drop it.
+        loc = [str(part) for part in err["loc"]]
+        if loc and loc[0] == kind:
+            loc = loc[1:]
+        field = ".".join(loc)
+        prefix = f"{field}: " if field else ""  # no field: a check across fields
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown field {field!r} (fields of kind {kind!r}: {known})")
+        elif err["type"] == "missing":
+            problems.append(f"{prefix}required field is missing")
+        elif err["type"] == "value_error":
+            problems.append(prefix + err["msg"].removeprefix("Value error, "))
+        else:
+            problems.append(f"{prefix}{err['msg']} (got {err.get('input')!r})")
+    return f"invalid {kind!r} data set spec: " + "; ".join(problems)
