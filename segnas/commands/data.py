@@ -76,18 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
     spec = parse_dataset_spec(dataset_spec_from_args(args))
     data = load_dataset(spec)
-    histogram = {name: np.zeros(data.num_classes, dtype=np.int64) for name in SPLITS}
-    total = sum(len(data.split(name)) for name in SPLITS)
-    with tqdm(total=total, desc="reading masks", unit="img", disable=None, leave=False) as bar:
-        for name in SPLITS:
-            split = data.split(name)
-            for i in range(len(split)):
-                labels = split.label_map(i)
-                labels = labels[labels != data.ignore_index]
-                histogram[name] += np.bincount(labels.ravel(), minlength=data.num_classes)[
-                    : data.num_classes
-                ]
-                bar.update()
+    histogram = {}
+    for name in tqdm(SPLITS, desc="reading masks", unit="split", disable=None, leave=False):
+        histogram[name] = data.split(name).class_histogram()
     overall = sum(histogram.values())
     present = [int(k) for k in np.flatnonzero(overall)]
     sizes = {name: len(data.split(name)) for name in SPLITS}
