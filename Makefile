@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 # small child on the embedded digits (about 2.5 minutes on 2 CPU cores).
 demo: $(VENV)/.installed
 	$(VENV)/bin/segnas arch describe "0 5 5 2 2 2 4 5 3 5 3 4" --classes 22 --size 256
-	$(VENV)/bin/segnas train --arch "2 2 2 2 2 2" --layers 6 --channels 16 --epochs 7 --dataset digits
+	$(VENV)/bin/segnas train --arch "2 2 2 2 2 2" --layers 6 --channels 16 --epochs 7 --batch-size 16 --dataset digits
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,7 @@
 """The ``segnas`` command line: one sub-command per verb, errors as one line.
 
-Each verb lives in ``segnas.commands.<verb>`` and is imported only when used, so that a verb
-that needs no torch (later: ``serve``) starts fast.
+Each verb lives in ``segnas.commands.<verb>``. Those modules import torch only inside
+``run``, so building the parser stays light and a verb that needs no torch starts fast.
 """
 
 from __future__ import annotations

@@ -19,3 +19,7 @@ class DatasetError(SegnasError):
 
 class ConfigError(SegnasError, ValueError):
     """A configuration value is unknown or out of range."""
+
+
+class TrainingDivergedError(SegnasError):
+    """The loss became NaN or infinite: the learning rate is too high for this setting."""

@@ -53,6 +53,8 @@ class ConfusionMatrix:
                 f"target labels must be in [0, {self.num_classes}) or {self.ignore_index}"
             )
         p = pred[valid].to(torch.int64)
+        if p.numel() and (int(p.min()) < 0 or int(p.max()) >= self.num_classes):
+            raise ValueError(f"predicted class ids must be in [0, {self.num_classes})")
         index = (t * self.num_classes + p).to(self._counts.device)
         self._counts += torch.bincount(index, minlength=self.num_classes**2)
 

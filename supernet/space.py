@@ -7,6 +7,7 @@ encoder's choices fix the whole network.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -72,6 +73,11 @@ class SearchSpace(BaseModel):
         return len(self.cells)
 
     @property
+    def min_input_size(self) -> int:
+        """Smallest input side the network accepts: each reduction halves it (floor)."""
+        return 2 ** len(self.reductions or ())
+
+    @property
     def size(self) -> int:
         """Number of distinct architectures in the space."""
         return self.num_choices**self.layers
@@ -90,14 +96,16 @@ class SearchSpace(BaseModel):
         bad = [
             (i, c)
             for i, c in enumerate(arch)
-            if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < self.num_choices
+            if not isinstance(c, numbers.Integral)
+            or isinstance(c, bool)
+            or not 0 <= c < self.num_choices
         ]
         if bad:
             i, c = bad[0]
             raise ArchitectureError(
                 f"layer {i} has cell index {c!r}; valid indices are 0..{self.num_choices - 1}"
             )
-        return arch
+        return tuple(int(c) for c in arch)
 
     def parse(self, text: str | Sequence[int]) -> Arch:
         """Parse ``"0 5 5 2 ..."`` (spaces or commas) or a list of ints into a checked arch."""

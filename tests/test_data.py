@@ -43,10 +43,10 @@ FIXTURE_SIZES = {
 }
 
 
-
 def esc(path: Path) -> str:
     """``path`` as a regular expression that matches it literally."""
     return re.escape(str(path))
+
 
 def voc(root: Path = FIXTURE, **fields) -> VocSpec:
     return VocSpec(kind="voc", root=root, **{"size": 64, **fields})

@@ -17,10 +17,10 @@ CLASSES = "background\n\ncat\ndog\n"  # a blank line is skipped: 3 classes
 SUFFIXES = (".png", ".jpg", ".bmp", ".jpeg", ".png")
 
 
-
 def esc(path: Path) -> str:
     """``path`` as a regular expression that matches it literally."""
     return re.escape(str(path))
+
 
 def save_mask(mask: np.ndarray, path: Path, *, palette: bool = False) -> None:
     """Save class ids as an index PNG: mode ``L``, or mode ``P`` with a colour palette (a ``P``

@@ -92,3 +92,8 @@ def test_rewards_by_name():
     assert get_reward("miou_plus")(m) == m.miou_plus
     with pytest.raises(ConfigError, match="unknown reward 'iou'; choose one of"):
         get_reward("iou")
+
+
+def test_confusion_matrix_rejects_out_of_range_predictions():
+    with pytest.raises(ValueError, match="predicted class ids"):
+        ConfusionMatrix(3).update(torch.tensor([3]), torch.tensor([0]))

@@ -82,3 +82,15 @@ def test_cell_subset_reindexes_choices():
     assert space.cell_name(1) == "maxpool3x3"
     with pytest.raises(ArchitectureError):
         space.parse("0 2")
+
+
+def test_numpy_integers_are_architectures():
+    import numpy as np
+
+    arch = SearchSpace(layers=3).check(np.array([0, 5, 2]))
+    assert arch == (0, 5, 2) and all(type(c) is int for c in arch)
+
+
+def test_min_input_size():
+    assert SearchSpace().min_input_size == 4
+    assert SearchSpace(reductions=()).min_input_size == 1

@@ -101,3 +101,33 @@ def test_digits_tell_convolutions_from_pooling():
     pool = train_child(space, (4, 5) * 3, data, config).test.miou
     assert conv - pool > 0.08, (conv, pool)
     assert conv > 1.8 * pool, (conv, pool)
+
+
+def test_training_leaves_the_callers_random_stream_alone(tiny_data):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_child(tiny_space(), (0, 0, 0), tiny_data, TrainConfig(epochs=1, batch_size=32))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_non_finite_loss_is_a_user_error(tiny_data):
+    import dataclasses
+
+    from supernet.errors import SegnasError, TrainingDivergedError
+
+    class Poisoned(torch.utils.data.Dataset):
+        """The real train split with one pixel overflowed, as a far too high lr would do."""
+
+        def __len__(self):
+            return len(tiny_data.train)
+
+        def __getitem__(self, i):
+            image, mask = tiny_data.train[i]
+            image[0, 0, 0] = float("inf")
+            return image, mask
+
+    data = dataclasses.replace(tiny_data, train=Poisoned())
+    with pytest.raises(TrainingDivergedError, match="lower the learning rate") as info:
+        train_child(tiny_space(), (0, 2, 0), data, TrainConfig(epochs=1, batch_size=8))
+    assert isinstance(info.value, SegnasError)

@@ -29,14 +29,17 @@ def run(args: argparse.Namespace) -> int:
     from supernet.profile import count_flops, count_params
     from supernet.space import SearchSpace, format_arch
 
-    if args.size < 1 or args.size > 8192:
-        raise ConfigError(f"--size must be between 1 and 8192, got {args.size}")
     space = SearchSpace(
         layers=args.layers,
         channels=args.channels,
         num_classes=args.classes,
         skip_merge=args.skip_merge,
     )
+    if not space.min_input_size <= args.size <= 8192:
+        raise ConfigError(
+            f"--size must be between {space.min_input_size} (one pixel left after "
+            f"{len(space.reductions or ())} halvings) and 8192, got {args.size}"
+        )
     arch = space.parse(args.arch)
     child = build_child(space, arch)
     params = count_params(child)

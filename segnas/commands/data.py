@@ -14,8 +14,9 @@ from segnas.commands.options import (
     print_json,
     print_table,
 )
+from supernet.data.base import SPLIT_NAMES
 
-SPLITS = ("train", "val", "test")
+PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,10 +48,12 @@ def write_preview(data, path: Path, count: int) -> int:
     """Save ``count`` eval-mode items as rows of image | mask | overlay; returns the count."""
     from PIL import Image
 
+    from supernet.errors import DatasetError
+
     split = data.val if len(data.val) else data.train
     count = min(count, len(split))
     if count == 0:
-        raise ValueError("the data set has no images to preview")
+        raise DatasetError("the data set has no images to preview")
     mean = np.asarray(data.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(data.std, dtype=np.float32)[:, None, None]
     palette = voc_palette()
@@ -73,15 +76,20 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from supernet.data import load_dataset, parse_dataset_spec
+    from supernet.errors import ConfigError
 
+    if args.preview and args.preview.suffix.lower() not in PREVIEW_SUFFIXES:
+        raise ConfigError(f"--preview must name a {'/'.join(PREVIEW_SUFFIXES)} file")
+    if args.preview_count < 1:
+        raise ConfigError(f"--preview-count must be at least 1, got {args.preview_count}")
     spec = parse_dataset_spec(dataset_spec_from_args(args))
     data = load_dataset(spec)
     histogram = {}
-    for name in tqdm(SPLITS, desc="reading masks", unit="split", disable=None, leave=False):
+    for name in tqdm(SPLIT_NAMES, desc="reading masks", unit="split", disable=None, leave=False):
         histogram[name] = data.split(name).class_histogram()
     overall = sum(histogram.values())
     present = [int(k) for k in np.flatnonzero(overall)]
-    sizes = {name: len(data.split(name)) for name in SPLITS}
+    sizes = {name: len(data.split(name)) for name in SPLIT_NAMES}
     previewed = write_preview(data, args.preview, args.preview_count) if args.preview else 0
 
     if args.json:
@@ -98,13 +106,13 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"data set  {spec.kind}  ({data.num_classes} classes)")
-    print_table([[name, sizes[name]] for name in SPLITS], ["split", "images"])
+    print_table([[name, sizes[name]] for name in SPLIT_NAMES], ["split", "images"])
     print()
     rows = []
     for k in range(data.num_classes):
         share = overall[k] / max(int(overall.sum()), 1)
         rows.append(
-            [k, data.class_names[k], *(int(histogram[s][k]) for s in SPLITS), f"{share:.1%}"]
+            [k, data.class_names[k], *(int(histogram[s][k]) for s in SPLIT_NAMES), f"{share:.1%}"]
         )
     print_table(rows, ["id", "class", "train px", "val px", "test px", "share"])
     if args.preview:

@@ -298,8 +298,10 @@ def _digit_colours(
     h = heights[n, slot]
     table = _summed_area(luma)
     total = (
-        table[n, top + h, left + h] - table[n, top, left + h]
-        - table[n, top + h, left] + table[n, top, left]
+        table[n, top + h, left + h]
+        - table[n, top, left + h]
+        - table[n, top + h, left]
+        + table[n, top, left]
     )
     return _contrasting_colours(draws[n, slot], total / (h * h))
 
