@@ -234,9 +234,16 @@ def _fit(
         eta_min=config.lr_min if config.lr_min is not None else lr / 100,
     )
 
-    def eval_batches(split: Dataset) -> DataLoader:
-        return make_loader(
+    def score(split: Dataset) -> Metrics:
+        batches = make_loader(
             split, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers
+        )
+        return evaluate(
+            model,
+            batches,
+            num_classes=data.num_classes,
+            ignore_index=data.ignore_index,
+            device=device,
         )
 
     history: list[EpochStats] = []
@@ -265,13 +272,7 @@ def _fit(
             total_loss += value
             if on_step is not None:
                 on_step(TrainProgress(epoch, config.epochs, step, steps, value))
-        val = evaluate(
-            model,
-            eval_batches(val_split),
-            num_classes=data.num_classes,
-            ignore_index=data.ignore_index,
-            device=device,
-        )
+        val = score(val_split)
         history.append(
             EpochStats(
                 epoch=epoch,
@@ -280,13 +281,7 @@ def _fit(
                 seconds=time.perf_counter() - started,
             )
         )
-    test = evaluate(
-        model,
-        eval_batches(test_split),
-        num_classes=data.num_classes,
-        ignore_index=data.ignore_index,
-        device=device,
-    )
+    test = score(test_split)
     return TrainResult(
         arch=list(model.arch),
         params=count_params(model),

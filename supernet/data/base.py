@@ -8,6 +8,7 @@ canvases in memory.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -136,3 +137,52 @@ class SegmentationData:
         if name not in SPLIT_NAMES:
             raise DatasetError(f"unknown split {name!r}; choose one of {', '.join(SPLIT_NAMES)}")
         return getattr(self, name)
+
+
+def assemble(
+    sources: Mapping[str, SampleSource],
+    *,
+    class_names: tuple[str, ...],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    size: int,
+    augment: bool,
+    scale: tuple[float, float],
+    flip: bool,
+) -> SegmentationData:
+    """Pair each split's source with its transform; only the train split is augmented.
+
+    Args:
+        sources: one source per split name (``train``, ``val``, ``test``).
+        class_names: one name per class id.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation standard deviation.
+        size: side of the square tensors produced.
+        augment: random rescale, crop (and flip) on the train split.
+        scale: (min, max) rescale factor of the augmentation.
+        flip: random horizontal flip in the augmentation.
+    """
+    splits = {
+        name: SegmentationSplit(
+            name,
+            source,
+            SegTransform(
+                size=size,
+                mean=mean,
+                std=std,
+                augment=augment and name == "train",
+                scale=scale,
+                flip=flip,
+            ),
+            num_classes=len(class_names),
+        )
+        for name, source in sources.items()
+    }
+    return SegmentationData(
+        **splits,
+        num_classes=len(class_names),
+        class_names=class_names,
+        in_channels=3,
+        mean=mean,
+        std=std,
+    )

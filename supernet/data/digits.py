@@ -37,10 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from supernet.data.base import SPLIT_NAMES, SegmentationData, SegmentationSplit
+from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
 from supernet.data.specs import DigitsSpec
 from supernet.data.splits import split_ids, split_sizes
-from supernet.data.transforms import SegTransform
 from supernet.errors import DatasetError
 
 DIGIT_CLASSES: tuple[str, ...] = ("background", *(str(d) for d in range(10)))
@@ -430,27 +429,19 @@ def load_digits_dataset(spec: DigitsSpec) -> SegmentationData:
     """Generate the digits data set described by ``spec`` (all three splits, in memory)."""
     scan_splits = digit_scan_splits(spec.seed)
     counts = dict(zip(SPLIT_NAMES, split_sizes(spec.images), strict=True))
-    splits = {}
+    sources = {}
     for k, name in enumerate(SPLIT_NAMES):
         # One independent stream per split: a split's canvases do not depend on the others'.
         rng = np.random.default_rng([spec.seed, k])
         canvases = render_canvases(spec, scan_splits[name], counts[name], rng)
-        transform = SegTransform(
-            size=spec.size,
-            mean=DIGITS_MEAN,
-            std=DIGITS_STD,
-            augment=spec.augment and name == "train",
-            scale=spec.scale,
-            flip=False,
-        )
-        splits[name] = SegmentationSplit(
-            name, CanvasSource(name, canvases), transform, num_classes=len(DIGIT_CLASSES)
-        )
-    return SegmentationData(
-        **splits,
-        num_classes=len(DIGIT_CLASSES),
+        sources[name] = CanvasSource(name, canvases)
+    return assemble(
+        sources,
         class_names=DIGIT_CLASSES,
-        in_channels=3,
         mean=DIGITS_MEAN,
         std=DIGITS_STD,
+        size=spec.size,
+        augment=spec.augment,
+        scale=spec.scale,
+        flip=False,  # a mirrored digit is another shape
     )

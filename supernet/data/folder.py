@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supernet.data.base import SPLIT_NAMES, SegmentationData, SegmentationSplit
+from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
 from supernet.data.files import FileSource
 from supernet.data.specs import FolderSpec
 from supernet.data.splits import split_ids
-from supernet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SegTransform
+from supernet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from supernet.errors import DatasetError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
@@ -88,7 +88,7 @@ def load_folder(spec: FolderSpec) -> SegmentationData:
     names = read_class_names(root / "classes.txt")
     images = find_images(root / "images")
     stems = sorted(images)
-    splits = {}
+    sources = {}
     for name, ids in zip(SPLIT_NAMES, split_ids(stems, spec.seed), strict=True):
         source = FileSource(
             ids,
@@ -98,20 +98,14 @@ def load_folder(spec: FolderSpec) -> SegmentationData:
             void=IGNORE,
             what=f"folder {root}",
         )
-        transform = SegTransform(
-            size=spec.size,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            augment=spec.augment and name == "train",
-            scale=spec.scale,
-            flip=spec.flip,
-        )
-        splits[name] = SegmentationSplit(name, source, transform, num_classes=len(names))
-    return SegmentationData(
-        **splits,
-        num_classes=len(names),
+        sources[name] = source
+    return assemble(
+        sources,
         class_names=names,
-        in_channels=3,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
+        size=spec.size,
+        augment=spec.augment,
+        scale=spec.scale,
+        flip=spec.flip,
     )

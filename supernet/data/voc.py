@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supernet.data.base import SPLIT_NAMES, SegmentationData, SegmentationSplit
+from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
 from supernet.data.files import FileSource
 from supernet.data.specs import VocSpec
 from supernet.data.splits import split_ids
-from supernet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SegTransform
+from supernet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from supernet.errors import DatasetError
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -109,9 +109,8 @@ def load_voc(spec: VocSpec) -> SegmentationData:
             when that sample is read.
     """
     voc = find_voc_root(spec.root)
-    num_classes = len(VOC_CLASSES) + int(spec.void_as_class)
     names = (*VOC_CLASSES, "void") if spec.void_as_class else VOC_CLASSES
-    splits = {}
+    sources = {}
     for name, ids in voc_split_ids(voc, spec.split, spec.seed).items():
         source = FileSource(
             ids,
@@ -122,20 +121,14 @@ def load_voc(spec: VocSpec) -> SegmentationData:
             void_to=len(VOC_CLASSES) if spec.void_as_class else None,
             what="VOC",
         )
-        transform = SegTransform(
-            size=spec.size,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            augment=spec.augment and name == "train",
-            scale=spec.scale,
-            flip=spec.flip,
-        )
-        splits[name] = SegmentationSplit(name, source, transform, num_classes=num_classes)
-    return SegmentationData(
-        **splits,
-        num_classes=num_classes,
+        sources[name] = source
+    return assemble(
+        sources,
         class_names=names,
-        in_channels=3,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
+        size=spec.size,
+        augment=spec.augment,
+        scale=spec.scale,
+        flip=spec.flip,
     )
