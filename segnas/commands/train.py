@@ -57,14 +57,11 @@ def run(args: argparse.Namespace) -> int:
     )
     arch = space.parse(args.arch)
 
-    bar = tqdm(
-        total=config.epochs * ((len(data.train) - 1) // config.batch_size + 1),
-        desc="training",
-        unit="step",
-        disable=None,
-    )
+    bar = tqdm(desc="training", unit="step", disable=None)
 
     def on_step(p: TrainProgress) -> None:
+        if bar.total is None:
+            bar.reset(total=p.epochs * p.steps)
         bar.set_postfix_str(f"epoch {p.epoch + 1}/{p.epochs} loss {p.loss:.3f}", refresh=False)
         bar.update()
 
