@@ -244,3 +244,13 @@ def test_child_lists_its_layer_cells_in_order():
     n = space.layers
     assert [c.name for c in encoder] == [space.cell_name(a) for a in arch]
     assert [c.name for c in decoder] == [space.cell_name(arch[n - 1 - j]) for j in range(n)]
+
+
+def test_views_follow_the_supernets_mode():
+    net = SuperNet(SMALL)
+    arch = ARCHS_6[0]
+    assert net.view(arch).training
+    net.eval()
+    view = net.view(arch)  # cached view, new mode
+    assert not view.training
+    assert all(not m.training for m in view.modules() if isinstance(m, nn.BatchNorm2d))
