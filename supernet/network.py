@@ -104,7 +104,7 @@ class ChildNet(nn.Module):
     ) -> None:
         super().__init__()
         self.arch = list(space.check(arch))
-        n, reductions = space.layers, list(space.reductions or ())
+        n, reductions = space.layers, list(space.reductions)
         self.stem = stem
         enc_stages = _split(encoder, [r + 1 for r in reductions])
         dec_stages = _split(decoder, sorted(n - 1 - r for r in reductions))
@@ -150,7 +150,7 @@ def _head(space: SearchSpace) -> nn.Module:
 
 
 def _merges(space: SearchSpace) -> list[nn.Module]:
-    return [SkipMerge(space.channels, space.skip_merge) for _ in space.reductions or ()]
+    return [SkipMerge(space.channels, space.skip_merge) for _ in space.reductions]
 
 
 class _ViewCache(OrderedDict):

@@ -11,7 +11,7 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from supernet.cells import CELL_NAMES
 from supernet.errors import ArchitectureError
@@ -45,10 +45,20 @@ class SearchSpace(BaseModel):
     layers: int = Field(12, ge=1, le=64)
     channels: int = Field(36, ge=1, le=1024)
     cells: tuple[str, ...] = CELL_NAMES
-    reductions: tuple[int, ...] | None = None
+    # None (the default) means ENAS's positions for ``layers``; always a tuple once validated.
+    reductions: tuple[int, ...] = Field(None, validate_default=True)  # type: ignore[assignment]
     num_classes: int = Field(21, ge=2, le=1024)
     in_channels: int = Field(3, ge=1, le=64)
     skip_merge: Literal["concat", "sum"] = "concat"
+
+    @field_validator("reductions", mode="before")
+    @classmethod
+    def _default_reductions(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            # ``layers`` is validated first; if it failed, its own error is the one to report.
+            layers = info.data.get("layers")
+            return default_reductions(layers) if isinstance(layers, int) else ()
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpace:
@@ -57,8 +67,6 @@ class SearchSpace(BaseModel):
             raise ValueError(f"unknown cells {unknown}; known cells are {list(CELL_NAMES)}")
         if not self.cells or len(set(self.cells)) != len(self.cells):
             raise ValueError("cells must be a non-empty list of distinct cell names")
-        if self.reductions is None:
-            object.__setattr__(self, "reductions", default_reductions(self.layers))
         reds = self.reductions
         if list(reds) != sorted(set(reds)) or any(not 0 <= r < self.layers for r in reds):
             raise ValueError(
@@ -75,7 +83,7 @@ class SearchSpace(BaseModel):
     @property
     def min_input_size(self) -> int:
         """Smallest input side the network accepts: each reduction halves it (floor)."""
-        return 2 ** len(self.reductions or ())
+        return 2 ** len(self.reductions)
 
     @property
     def size(self) -> int:

@@ -38,14 +38,14 @@ def run(args: argparse.Namespace) -> int:
     if not space.min_input_size <= args.size <= 8192:
         raise ConfigError(
             f"--size must be between {space.min_input_size} (one pixel left after "
-            f"{len(space.reductions or ())} halvings) and 8192, got {args.size}"
+            f"{len(space.reductions)} halvings) and 8192, got {args.size}"
         )
     arch = space.parse(args.arch)
     child = build_child(space, arch)
     params = count_params(child)
     flops = count_flops(child, (args.size, args.size), space.in_channels)
     encoder, decoder = child.layer_cells()
-    reductions = set(space.reductions or ())
+    reductions = set(space.reductions)
     layers = []
     side = args.size
     for i, cell in enumerate(arch):
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 "input_size": [args.size, args.size],
                 "classes": args.classes,
                 "channels": args.channels,
-                "reductions": list(space.reductions or ()),
+                "reductions": list(space.reductions),
                 "layers": layers,
             }
         )
