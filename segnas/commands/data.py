@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,7 +15,9 @@ from segnas.commands.options import (
     print_json,
     print_table,
 )
-from supernet.data.base import SPLIT_NAMES
+
+if TYPE_CHECKING:  # the data package imports torch: only where a verb runs
+    from supernet.data import SegmentationData
 
 PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -44,7 +47,7 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
     return palette
 
 
-def write_preview(data, path: Path, count: int) -> int:
+def write_preview(data: SegmentationData, path: Path, count: int) -> int:
     """Save ``count`` eval-mode items as rows of image | mask | overlay; returns the count."""
     from PIL import Image
 
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from supernet.data import load_dataset, parse_dataset_spec
+    from supernet.data.base import SPLIT_NAMES
     from supernet.errors import ConfigError
 
     if args.preview and args.preview.suffix.lower() not in PREVIEW_SUFFIXES:
