@@ -18,14 +18,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-CELL_NAMES: tuple[str, ...] = (
-    "conv3x3",
-    "sep3x3",
-    "conv5x5",
-    "sep5x5",
-    "avgpool3x3",
-    "maxpool3x3",
-)
+from supernet.space import CELL_NAMES
 
 
 class ConvBnAct(nn.Sequential):
@@ -115,6 +108,8 @@ OPS: dict[str, Callable[[int], nn.Module]] = {
     "avgpool3x3": _avgpool3x3,
     "maxpool3x3": _maxpool3x3,
 }
+if tuple(OPS) != CELL_NAMES:  # the index of a cell is its position in both
+    raise ImportError("supernet.cells.OPS and supernet.space.CELL_NAMES disagree")
 
 
 class Cell(nn.Module):

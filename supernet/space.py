@@ -3,6 +3,8 @@
 An architecture is one cell index per encoder layer, written as a space-separated string such as
 ``"0 5 5 2 2 2 4 5 3 5 3 4"`` (the paper's notation). The decoder mirrors the encoder, so the
 encoder's choices fix the whole network.
+
+Imports no torch: the service validates search specs with it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from supernet.cells import CELL_NAMES
 from supernet.errors import ArchitectureError
+
+CELL_NAMES: tuple[str, ...] = (
+    "conv3x3",
+    "sep3x3",
+    "conv5x5",
+    "sep5x5",
+    "avgpool3x3",
+    "maxpool3x3",
+)
+"""The paper's six cells in index order; ``supernet.cells.OPS`` builds each one."""
 
 Arch = tuple[int, ...]
 """An architecture: one cell index per encoder layer."""

@@ -9,35 +9,36 @@ Three kinds, chosen by a spec's ``kind``:
 
 ``load_dataset(spec)`` returns a ``SegmentationData`` whose ``train``/``val``/``test`` splits are
 torch ``Dataset``s of ``(float32 [3, S, S] normalised image, int64 [S, S] labels)``, 255 =
-ignored. Pure PyTorch, numpy and Pillow.
+ignored. Pure PyTorch, numpy and Pillow. Names are imported on first use, so the specs
+(``supernet.data.specs``) stay importable without torch.
 """
 
-from supernet.data.base import SegmentationData, SegmentationSplit
-from supernet.data.digits import DIGIT_CLASSES
-from supernet.data.load import load_dataset
-from supernet.data.specs import (
-    DatasetSpec,
-    DigitsSpec,
-    FolderSpec,
-    VocSpec,
-    parse_dataset_spec,
-)
-from supernet.data.splits import split_ids, split_sizes
-from supernet.data.transforms import SegTransform
-from supernet.data.voc import VOC_CLASSES
+from __future__ import annotations
 
-__all__ = [
-    "DIGIT_CLASSES",
-    "VOC_CLASSES",
-    "DatasetSpec",
-    "DigitsSpec",
-    "FolderSpec",
-    "SegTransform",
-    "SegmentationData",
-    "SegmentationSplit",
-    "VocSpec",
-    "load_dataset",
-    "parse_dataset_spec",
-    "split_ids",
-    "split_sizes",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DIGIT_CLASSES": "supernet.data.digits",
+    "VOC_CLASSES": "supernet.data.voc",
+    "DatasetSpec": "supernet.data.specs",
+    "DigitsSpec": "supernet.data.specs",
+    "FolderSpec": "supernet.data.specs",
+    "VocSpec": "supernet.data.specs",
+    "parse_dataset_spec": "supernet.data.specs",
+    "SegTransform": "supernet.data.transforms",
+    "SegmentationData": "supernet.data.base",
+    "SegmentationSplit": "supernet.data.base",
+    "load_dataset": "supernet.data.load",
+    "split_ids": "supernet.data.splits",
+    "split_sizes": "supernet.data.splits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'supernet.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
