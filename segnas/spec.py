@@ -1,0 +1,251 @@
+"""The search spec: everything one architecture search needs, validated in one place.
+
+The CLI's config files (``configs/*.yaml``), the service's ``POST /searches`` bodies and the
+rows of the ``searches`` table all hold this one schema. Unknown fields are errors, so a typo
+never silently becomes a default. Imports no torch: the API process validates specs too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from controller.config import ReinforceConfig
+from supernet.data.specs import DatasetSpec, DigitsSpec
+from supernet.errors import ConfigError
+from supernet.space import CELL_NAMES, SearchSpace
+
+RewardName = Literal["accuracy", "miou", "miou_plus"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class SpaceSpec(_Section):
+    """The searched network's shape; classes and input channels come from the data set.
+
+    Args: as ``supernet.space.SearchSpace``.
+    """
+
+    layers: int = Field(12, ge=1, le=64)
+    channels: int = Field(36, ge=1, le=1024)
+    cells: tuple[str, ...] = CELL_NAMES
+    reductions: tuple[int, ...] | None = None
+    skip_merge: Literal["concat", "sum"] = "concat"
+
+    @model_validator(mode="after")
+    def _check(self) -> SpaceSpec:
+        self.build(num_classes=2, in_channels=3)  # SearchSpace's own checks, one source of truth
+        return self
+
+    def build(self, *, num_classes: int, in_channels: int) -> SearchSpace:
+        """The ``SearchSpace`` for a data set with these classes and input channels."""
+        return SearchSpace(
+            **self.model_dump(exclude_none=True), num_classes=num_classes, in_channels=in_channels
+        )
+
+
+class SharedSpec(_Section):
+    """Training of the shared weights (the supernet), one sampled architecture per step.
+
+    Defaults are ENAS's: SGD with Nesterov momentum, lr 0.05 annealed to 0.0005 by a cosine
+    with warm restarts every ``restart_epochs`` epochs, the period growing ``restart_mult``
+    times after each restart.
+
+    Args:
+        batch_size: global batch per step, cut into equal shards across the replicas.
+        optimizer: ``sgd`` (ENAS) or ``adam`` (AdamW: far fewer steps to useful weights on CPU).
+        lr: initial learning rate; None for the optimizer's default (sgd 0.05, adam 3e-3).
+        lr_min: floor of the cosine; None for ``lr / 100``.
+        max_steps: at most this many steps per epoch (None: one pass over the train split).
+    """
+
+    batch_size: int = Field(128, ge=1, le=65_536)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float | None = Field(None, gt=0, le=10)
+    lr_min: float | None = Field(None, ge=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(2.5e-4, ge=0, le=1)
+    grad_clip: float | None = Field(5.0, gt=0)
+    restart_epochs: int = Field(10, ge=1, le=100_000)
+    restart_mult: int = Field(2, ge=1, le=100)
+    max_steps: int | None = Field(None, ge=1, le=10_000_000)
+
+
+class ControllerPhaseSpec(_Section):
+    """The controller phase of each epoch.
+
+    Args:
+        steps: REINFORCE updates per epoch (each on ``controller.batch_size`` samples).
+        batch_size: validation images per reward: each sample is scored on one minibatch.
+    """
+
+    steps: int = Field(50, ge=0, le=100_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+
+
+class DeriveSpec(_Section):
+    """The derive phase: sample architectures from the trained policy and keep the best.
+
+    Args:
+        samples: architectures sampled from the final policy.
+        greedy: also score the policy's most likely architecture.
+        max_batches: score each on at most this many validation minibatches (None: all of
+            the validation split).
+    """
+
+    samples: int = Field(100, ge=0, le=100_000)
+    greedy: bool = True
+    max_batches: int | None = Field(None, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> DeriveSpec:
+        if self.samples == 0 and not self.greedy:
+            raise ValueError("the derive phase needs samples > 0 or greedy: true")
+        return self
+
+
+class ResourcesSpec(_Section):
+    """What each supernet replica asks Ray for.
+
+    Args:
+        replicas: supernet replicas (one torch.distributed group: gloo on CPU, nccl on GPU).
+        gpus_per_replica: GPUs per replica (0: run on the CPU).
+        cpus_per_replica: CPUs per replica; also its torch thread count.
+    """
+
+    replicas: int = Field(1, ge=1, le=1024)
+    gpus_per_replica: float = Field(0, ge=0, le=16)
+    cpus_per_replica: float = Field(1, gt=0, le=256)
+
+
+class SearchSpec(_Section):
+    """One ENAS search.
+
+    Args:
+        name: a label for people.
+        seed: seeds the supernet, the data order and, unless ``controller.seed`` is set, the
+            controller.
+        epochs: ENAS epochs (shared phase + controller phase each).
+        reward: the metric that rewards the controller: ``accuracy``, ``miou`` or
+            ``miou_plus`` (the paper's three).
+        dataset: the data set (``digits``, ``voc`` or ``folder``).
+        space, shared, controller_phase, controller, derive, resources: see their sections.
+    """
+
+    name: str | None = Field(None, max_length=200)
+    seed: int = Field(0, ge=0, lt=2**31)
+    epochs: int = Field(10, ge=1, le=10_000)
+    reward: RewardName = "miou"
+    dataset: DatasetSpec = Field(default_factory=DigitsSpec)
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    shared: SharedSpec = Field(default_factory=SharedSpec)
+    controller_phase: ControllerPhaseSpec = Field(default_factory=ControllerPhaseSpec)
+    controller: ReinforceConfig = Field(default_factory=ReinforceConfig)
+    derive: DeriveSpec = Field(default_factory=DeriveSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpec:
+        if self.shared.batch_size < self.resources.replicas:
+            raise ValueError(
+                f"shared.batch_size ({self.shared.batch_size}) must be at least "
+                f"resources.replicas ({self.resources.replicas}): every replica needs a shard"
+            )
+        return self
+
+    def controller_config(self) -> ReinforceConfig:
+        """The controller's config, seeded from ``seed`` unless the spec set its own seed."""
+        if "seed" in self.controller.model_fields_set:
+            return self.controller
+        return self.controller.model_copy(update={"seed": self.seed})
+
+
+def parse_search_spec(data: Mapping[str, Any]) -> SearchSpec:
+    """Validate a mapping (config file, request body) into a spec.
+
+    Raises:
+        ConfigError: one line naming every offending field.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a search spec must be a mapping, got {type(data).__name__}")
+    try:
+        return SearchSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """``invalid search spec: shared.lr: Input should be greater than 0 (got -1); ...``."""
+    problems = []
+    for err in exc.errors():
+        # A discriminated union puts its tag in the location (dataset.digits.images): drop it.
+        loc = [str(p) for p in err["loc"]]
+        if len(loc) >= 2 and loc[0] == "dataset" and loc[1] in ("digits", "voc", "folder"):
+            del loc[1]
+        field = ".".join(loc)
+        prefix = f"{field}: " if field else ""
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown field {field!r}")
+        elif err["type"] == "missing":
+            problems.append(f"{prefix}required field is missing")
+        elif err["type"] == "value_error":
+            problems.append(prefix + err["msg"].removeprefix("Value error, "))
+        else:
+            problems.append(f"{prefix}{err['msg']} (got {err.get('input')!r})")
+    return "invalid search spec: " + "; ".join(problems)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``data`` with dotted keys set: ``{"shared.lr": 0.1}``.
+
+    Raises:
+        ConfigError: a key walks through a value that is not a mapping.
+    """
+    out = _deep_copy(data)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"cannot set {key!r}: {where!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_search_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SearchSpec:
+    """Read a YAML config file, apply ``--set`` overrides, validate.
+
+    Raises:
+        ConfigError: unreadable file, not YAML, or an invalid spec (the message says which).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {str(path)!r}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {str(path)!r} is not valid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config {str(path)!r} must hold a mapping of settings")
+    try:
+        return parse_search_spec(apply_overrides(data, overrides or {}))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}

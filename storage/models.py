@@ -1,0 +1,135 @@
+"""The SQL schema, as SQLAlchemy 2.0 models. Alembic migrations in ``migrations/`` create it.
+
+Unique constraints make the rows that resume and fault recovery rewrite impossible to
+duplicate: a sample is keyed by (search, phase, epoch, step, index), an epoch by (search,
+epoch), a checkpoint by (search, epoch).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+SEARCH_STATUSES = ("queued", "running", "succeeded", "failed", "cancelling", "cancelled")
+SAMPLE_PHASES = ("controller", "derive")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[int]: JSON}
+
+
+class Search(Base):
+    """One search: its spec, where it stands, and its best architecture so far."""
+
+    __tablename__ = "searches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    # Where the loop is: {"epoch", "epochs", "phase", "step", "steps", "samples"}.
+    progress: Mapped[dict[str, Any] | None]
+    best_arch: Mapped[list[int] | None]
+    best_reward: Mapped[float | None] = mapped_column(Float)
+
+
+class Sample(Base):
+    """One scored architecture: a controller-phase sample or a derive-phase candidate."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        UniqueConstraint("search_id", "phase", "epoch", "step", "index", name="uq_samples_slot"),
+        Index("ix_samples_search_id_id", "search_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    search_id: Mapped[str] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(12))
+    epoch: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    index: Mapped[int] = mapped_column(Integer)
+    arch: Mapped[list[int]]
+    reward: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float] = mapped_column(Float)
+    mean_precision: Mapped[float] = mapped_column(Float)
+    mean_recall: Mapped[float] = mapped_column(Float)
+    miou: Mapped[float] = mapped_column(Float)
+    miou_plus: Mapped[float] = mapped_column(Float)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Epoch(Base):
+    """One finished ENAS epoch."""
+
+    __tablename__ = "epochs"
+    __table_args__ = (UniqueConstraint("search_id", "epoch", name="uq_epochs_search_epoch"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    search_id: Mapped[str] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float] = mapped_column(Float)
+    shared_steps: Mapped[int] = mapped_column(Integer)
+    lr: Mapped[float] = mapped_column(Float)
+    controller_entropy: Mapped[float | None] = mapped_column(Float)
+    mean_reward: Mapped[float | None] = mapped_column(Float)
+    baseline: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Checkpoint(Base):
+    """A checkpoint file written after an epoch."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("search_id", "epoch", name="uq_checkpoints_search_epoch"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    search_id: Mapped[str] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Result(Base):
+    """The search's answer: the best derived architecture."""
+
+    __tablename__ = "results"
+
+    search_id: Mapped[str] = mapped_column(
+        ForeignKey("searches.id", ondelete="CASCADE"), primary_key=True
+    )
+    arch: Mapped[list[int]]
+    reward: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]]
+    params: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
