@@ -167,7 +167,7 @@ class SearchStore:
     def count_samples(self, search_id: str) -> int:
         with self._session() as s:
             query = select(func.count()).select_from(Sample).where(Sample.search_id == search_id)
-            return int(s.scalar_one(query))
+            return int(s.execute(query).scalar_one())
 
     def add_epoch(self, search_id: str, record: EpochRecord) -> None:
         with self._session() as s:

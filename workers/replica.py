@@ -111,6 +111,10 @@ class SupernetReplica:
 
     # group
 
+    def address(self) -> tuple[str, int]:
+        """Where this replica (as rank 0) hosts the group: its node's IP and a free port."""
+        return node_address()
+
     def join_group(self, address: str, port: int) -> None:
         """Join the group hosted at ``address:port`` (blocks until every rank has joined)."""
         if self.world_size == 1:

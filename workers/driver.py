@@ -1,0 +1,492 @@
+"""The search driver: the ENAS loop over Ray actors, with persistence, checkpoints and recovery.
+
+Per epoch (DESIGN.md section 4):
+
+1. shared phase: the controller draws one architecture per step; every replica trains it on
+   its shard of the step's global batch (gradients all-reduced inside the replica group);
+2. controller phase: ``controller_phase.steps`` times, the controller draws a tagged batch,
+   the replicas score its architectures in parallel, each on one validation minibatch, the
+   rewards go back tagged with sample id and policy version, and the controller updates once
+   the batch is complete; every sample is written to the database, one batch per step;
+3. a checkpoint (weights, optimizers, controller, RNG states, position), written atomically.
+
+After the last epoch, the derive phase scores ``derive.samples`` architectures from the final
+policy (and its greedy choice) on the validation split and keeps the best as the result.
+
+One entry point serves every way of running a search: the CLI, the dispatcher, ``ray submit``.
+If a replica dies, the group is rebuilt from the last checkpoint and the rows written after it
+are rewound, so the finished search has exactly the rows of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import BaseModel
+from ray.exceptions import RayActorError, RayTaskError
+
+from controller.actor import ControllerActor
+from segnas.spec import SearchSpec
+from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
+from supernet.errors import SegnasError
+from supernet.network import build_child
+from supernet.profile import count_params
+from workers.actors import ReplicaActor
+from workers.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from workers.runtime import ensure_ray
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
+SHARED_CHUNK = 8  # shared steps per call to the replicas: few round trips, frequent progress
+SETTLE_SECONDS = 30.0  # after one replica fails, how long the others get to fail too
+
+
+class SearchCancelledError(SegnasError):
+    """The search was asked to stop."""
+
+
+class ReplicaLostError(SegnasError):
+    """A replica (or the controller) died: the group must be rebuilt from a checkpoint."""
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """Where the loop is, after every chunk of shared steps and every controller step."""
+
+    search_id: str
+    epoch: int
+    epochs: int
+    phase: str  # shared | controller | derive
+    step: int
+    steps: int
+    samples: int
+    best_reward: float | None
+    best_arch: tuple[int, ...] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "phase": self.phase,
+            "step": self.step,
+            "steps": self.steps,
+            "samples": self.samples,
+        }
+
+
+class SearchOutcome(BaseModel):
+    """What a finished search found; the CLI prints it with ``--json``."""
+
+    search_id: str
+    status: str
+    reward: str
+    best_arch: list[int]
+    best_reward: float
+    metrics: dict[str, float]
+    params: int
+    epochs: int
+    samples: int
+    recoveries: int
+
+
+@dataclass
+class _Best:
+    reward: float | None = None
+    arch: tuple[int, ...] | None = None
+
+    def offer(self, reward: float, arch: Sequence[int]) -> None:
+        if self.reward is None or reward > self.reward:
+            self.reward, self.arch = reward, tuple(arch)
+
+
+class SearchDriver:
+    """Runs one search to its end.
+
+    Args:
+        spec: the search spec.
+        store: the database.
+        checkpoint_dir: folder for checkpoint files (one subfolder per search).
+        on_progress: called with a ``SearchProgress`` at every step boundary.
+        should_stop: polled at every step boundary; True cancels the search.
+        max_recoveries: times a lost replica group is rebuilt before the search fails.
+    """
+
+    def __init__(
+        self,
+        spec: SearchSpec,
+        *,
+        store: SearchStore,
+        checkpoint_dir: Path,
+        on_progress: Callable[[SearchProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        max_recoveries: int = 3,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.on_progress = on_progress
+        self.should_stop = should_stop
+        self.max_recoveries = max_recoveries
+        self._replicas: list[Any] = []
+        self._controller: Any = None
+
+    # entry point
+
+    def run(self, search_id: str) -> SearchOutcome:
+        """Run (or resume, from its last checkpoint) the search ``search_id`` to its end.
+
+        Raises:
+            SearchCancelledError: ``should_stop`` said so; the search is marked cancelled.
+            Exception: whatever failed; the search is marked failed with the message.
+        """
+        ensure_ray()
+        self.search_id = search_id
+        self.store.mark_running(search_id)
+        try:
+            outcome = self._run_with_recovery()
+        except SearchCancelledError:
+            self.store.mark_finished(search_id, "cancelled")
+            raise
+        except BaseException as e:
+            self.store.mark_finished(search_id, "failed", error=_one_line(e))
+            raise
+        finally:
+            self._teardown()
+        self.store.mark_finished(search_id, "succeeded")
+        return outcome.model_copy(update={"status": "succeeded"})
+
+    def _run_with_recovery(self) -> SearchOutcome:
+        recoveries = 0
+        while True:
+            try:
+                start_epoch, best = self._start_group()
+                return self._search(start_epoch, best, recoveries)
+            except ReplicaLostError as e:
+                if recoveries >= self.max_recoveries:
+                    raise SegnasError(
+                        f"{e}; gave up after {recoveries} recoveries of the replica group"
+                    ) from e
+                recoveries += 1
+                log.warning("%s; rebuilding the replica group from the last checkpoint", e)
+                self._teardown()
+
+    # group
+
+    def _start_group(self) -> tuple[int, _Best]:
+        spec, res = self.spec, self.spec.resources
+        state_path = self.checkpoint_dir / self.search_id / "controller.pt"
+        num_choices = len(spec.space.cells)
+        self._controller = ControllerActor.remote(
+            spec.space.layers, num_choices, spec.controller_config(), str(state_path)
+        )
+        spec_dict = spec.model_dump(mode="json")
+        threads = max(1, math.floor(res.cpus_per_replica))
+        self._replicas = [
+            ReplicaActor.options(
+                num_cpus=res.cpus_per_replica, num_gpus=res.gpus_per_replica
+            ).remote(spec_dict, rank=rank, world_size=res.replicas, threads=threads)
+            for rank in range(res.replicas)
+        ]
+        address, port = self._gather([self._replicas[0].address.remote()])[0]
+        self._gather([r.join_group.remote(address, port) for r in self._replicas])
+        self.info = self._gather([self._replicas[0].describe.remote()])[0]
+
+        checkpoint = self.store.last_checkpoint(self.search_id)
+        if checkpoint is None:
+            self._gather([self._controller.reset.remote()])
+            self.store.rewind(self.search_id, -1)
+            return 0, _Best()
+        payload = load_checkpoint(checkpoint.path)
+        weights = ray.put(payload["weights"])
+        rngs = payload["rng"]
+        self._gather(
+            [
+                r.load_state.remote(weights, rngs[rank] if rank < len(rngs) else rngs[0])
+                for rank, r in enumerate(self._replicas)
+            ]
+        )
+        self._gather([self._controller.load_state_dict.remote(payload["controller"])])
+        self.store.rewind(self.search_id, checkpoint.epoch)
+        best = _Best(payload["best"]["reward"], _tuple_or_none(payload["best"]["arch"]))
+        return checkpoint.epoch + 1, best
+
+    def _teardown(self) -> None:
+        for actor in [*self._replicas, self._controller]:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
+        self._replicas, self._controller = [], None
+
+    def _gather(self, refs: list[Any]) -> list[Any]:
+        """``ray.get`` that turns a dead actor anywhere in ``refs`` into ``ReplicaLostError``.
+
+        When one replica dies, its peers fail too, inside a collective; which error arrives
+        first is a race. So on the first error, the rest get a moment to settle, and a dead
+        actor among them (not the peers' follow-up errors) decides what happened.
+        """
+        try:
+            return ray.get(refs)
+        except (RayActorError, RayTaskError) as first:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=SETTLE_SECONDS)
+            errors: list[BaseException] = [first]
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except (RayActorError, RayTaskError) as e:
+                    errors.append(e)
+            for e in errors:
+                if isinstance(e, RayActorError) and e.actor_init_failed:
+                    # An actor that cannot even start (bad data set root, no GPU) will not
+                    # start the next time either: that is the search's error, not a fault.
+                    raise SegnasError(f"an actor could not start: {_cause_line(e)}") from None
+            for e in errors:
+                if isinstance(e, RayActorError):
+                    raise ReplicaLostError(f"an actor died: {_cause_line(e)}") from e
+            raise first.as_instanceof_cause() from None
+
+    # the loop
+
+    def _search(self, start_epoch: int, best: _Best, recoveries: int) -> SearchOutcome:
+        spec = self.spec
+        samples = self.store.count_samples(self.search_id)
+        self._position = SearchProgress(
+            self.search_id, start_epoch, spec.epochs, "shared", 0, 0, samples, best.reward,
+            best.arch,
+        )  # fmt: skip
+        for epoch in range(start_epoch, spec.epochs):
+            started = time.perf_counter()
+            loss, lr = self._shared_phase(epoch)
+            stats = self._controller_phase(epoch, best)
+            self.store.add_epoch(
+                self.search_id,
+                EpochRecord(
+                    epoch=epoch,
+                    train_loss=loss,
+                    shared_steps=self.info["steps_per_epoch"],
+                    lr=lr,
+                    controller_entropy=stats.get("entropy"),
+                    mean_reward=stats.get("mean_reward"),
+                    baseline=stats.get("baseline"),
+                    seconds=time.perf_counter() - started,
+                ),
+            )
+            self._checkpoint(epoch, best)
+        result = self._derive_phase(best)
+        return SearchOutcome(
+            search_id=self.search_id,
+            status="running",
+            reward=spec.reward,
+            best_arch=result.arch,
+            best_reward=result.reward,
+            metrics={k: v for k, v in result.metrics.items() if k in METRIC_NAMES},
+            params=result.params,
+            epochs=spec.epochs,
+            samples=self.store.count_samples(self.search_id),
+            recoveries=recoveries,
+        )
+
+    def _shared_phase(self, epoch: int) -> tuple[float, float]:
+        steps = self.info["steps_per_epoch"]
+        archs = self._gather([self._controller.sample.remote(steps)])[0]
+        losses: list[float] = []
+        for first in range(0, steps, SHARED_CHUNK):
+            self._check_stop()
+            chunk = archs[first : first + SHARED_CHUNK]
+            results = self._gather(
+                [r.train_steps.remote(epoch, first, chunk) for r in self._replicas]
+            )
+            losses.extend(results[0])
+            self._report(epoch=epoch, phase="shared", step=first + len(chunk), steps=steps)
+        lr = self._gather([self._replicas[0].lr.remote()])[0]
+        return math.fsum(losses) / len(losses), lr
+
+    def _controller_phase(self, epoch: int, best: _Best) -> dict[str, float]:
+        spec, phase = self.spec, self.spec.controller_phase
+        batches = self._gather([self._replicas[0].val_batches.remote(phase.batch_size)])[0]
+        rewards: list[float] = []
+        last: dict[str, float] = {}
+        for step in range(phase.steps):
+            self._check_stop()
+            batch = self._gather([self._controller.sample_batch.remote()])[0]
+            size = len(batch.samples)
+            first_slot = (epoch * phase.steps + step) * size
+            # Round-robin over the replicas; each reply is reported as soon as it arrives.
+            parts = [list(range(r, size, len(self._replicas))) for r in range(len(self._replicas))]
+            pending = {}
+            for replica, part in zip(self._replicas, parts, strict=True):
+                if part:
+                    items = [(batch.samples[i].arch, (first_slot + i) % batches) for i in part]
+                    pending[replica.score_minibatches.remote(items, phase.batch_size)] = part
+            metrics: dict[int, dict[str, float]] = {}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                part = pending.pop(ready[0])
+                scored = self._gather(ready)[0]
+                for i, m in zip(part, scored, strict=True):
+                    metrics[i] = m
+                report = {batch.samples[i].sample_id: metrics[i][spec.reward] for i in part}
+                update = self._gather([self._controller.report.remote(batch.version, report)])[0]
+                if update is not None:
+                    last = {
+                        "entropy": update.mean_entropy,
+                        "mean_reward": update.mean_reward,
+                        "baseline": update.baseline,
+                    }
+            rows = [
+                _sample_row(
+                    "controller", epoch, step, i, s.arch, metrics[i], spec.reward, batch.version
+                )
+                for i, s in enumerate(batch.samples)
+            ]
+            self.store.add_samples(self.search_id, rows)
+            for row in rows:
+                rewards.append(row.reward)
+                best.offer(row.reward, row.arch)
+            self._position = replace(
+                self._position, samples=self._position.samples + len(rows),
+                best_reward=best.reward, best_arch=best.arch,
+            )  # fmt: skip
+            self._report(
+                epoch=epoch, phase="controller", step=step + 1, steps=phase.steps, best=best
+            )
+        if rewards:
+            last["mean_reward"] = math.fsum(rewards) / len(rewards)
+        return last
+
+    def _derive_phase(self, best: _Best) -> ResultRecord:
+        spec, derive = self.spec, self.spec.derive
+        self._check_stop()
+        archs: list[tuple[int, ...]] = []
+        if derive.samples:
+            archs += [
+                tuple(a) for a in self._gather([self._controller.sample.remote(derive.samples)])[0]
+            ]
+        if derive.greedy:
+            archs.append(tuple(self._gather([self._controller.greedy.remote()])[0]))
+        version = self._gather([self._controller.version.remote()])[0]
+        self._report(epoch=spec.epochs, phase="derive", step=0, steps=len(archs))
+        # Each distinct architecture is scored once, on the replica its turn falls to.
+        unique = list(dict.fromkeys(archs))
+        n = len(self._replicas)
+        refs = [
+            self._replicas[r].score_split.remote(
+                unique[r::n], spec.controller_phase.batch_size, derive.max_batches
+            )
+            for r in range(n)
+        ]
+        scored: dict[tuple[int, ...], dict[str, float]] = {}
+        for r, metrics in enumerate(self._gather(refs)):
+            scored.update(zip(unique[r::n], metrics, strict=True))
+        rows = [
+            _sample_row("derive", spec.epochs, 0, i, arch, scored[arch], spec.reward, version)
+            for i, arch in enumerate(archs)
+        ]
+        self.store.add_samples(self.search_id, rows)
+        winner = max(rows, key=lambda row: row.reward)  # first of equals: lowest index
+        space = spec.space.build(
+            num_classes=self.info["num_classes"], in_channels=self.info["in_channels"]
+        )
+        result = ResultRecord(
+            arch=winner.arch,
+            reward=winner.reward,
+            metrics=scored[tuple(winner.arch)],
+            params=count_params(build_child(space, winner.arch)),
+        )
+        self.store.set_result(self.search_id, result)
+        best.offer(winner.reward, winner.arch)
+        self._position = replace(
+            self._position, samples=self._position.samples + len(rows),
+            best_reward=best.reward, best_arch=best.arch,
+        )  # fmt: skip
+        self._report(
+            epoch=spec.epochs, phase="derive", step=len(archs), steps=len(archs), best=best
+        )
+        return result
+
+    def _checkpoint(self, epoch: int, best: _Best) -> None:
+        states = self._gather([r.state.remote() for r in self._replicas])
+        controller = self._gather([self._controller.state_dict.remote()])[0]
+        weights = {k: v for k, v in states[0].items() if k != "rng"}
+        path = checkpoint_path(self.checkpoint_dir, self.search_id, epoch)
+        size = save_checkpoint(
+            path,
+            {
+                "search_id": self.search_id,
+                "epoch": epoch,
+                "spec": self.spec.model_dump(mode="json"),
+                "weights": weights,
+                "rng": [s["rng"] for s in states],
+                "controller": controller,
+                "best": {
+                    "reward": best.reward,
+                    "arch": None if best.arch is None else list(best.arch),
+                },
+            },
+        )
+        self.store.add_checkpoint(
+            self.search_id, CheckpointRecord(epoch=epoch, path=str(path.resolve()), bytes=size)
+        )
+
+    # progress and cancellation
+
+    def _report(
+        self, *, epoch: int, phase: str, step: int, steps: int, best: _Best | None = None
+    ) -> None:
+        self._position = replace(self._position, epoch=epoch, phase=phase, step=step, steps=steps)
+        best_arch = None if best is None or best.arch is None else list(best.arch)
+        self.store.update_progress(
+            self.search_id,
+            self._position.as_dict(),
+            best_arch=best_arch,
+            best_reward=None if best is None else best.reward,
+        )
+        if self.on_progress is not None:
+            self.on_progress(self._position)
+
+    def _check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise SearchCancelledError(f"search {self.search_id} was cancelled")
+
+
+def _sample_row(
+    phase: str,
+    epoch: int,
+    step: int,
+    index: int,
+    arch: Sequence[int],
+    metrics: dict[str, float],
+    reward: str,
+    version: int,
+) -> SampleRecord:
+    return SampleRecord(
+        phase=phase,
+        epoch=epoch,
+        step=step,
+        index=index,
+        arch=list(arch),
+        reward=metrics[reward],
+        policy_version=version,
+        **{k: metrics[k] for k in METRIC_NAMES},
+    )
+
+
+def _tuple_or_none(arch: Sequence[int] | None) -> tuple[int, ...] | None:
+    return None if arch is None else tuple(arch)
+
+
+def _cause_line(error: BaseException) -> str:
+    """The last line of a Ray error's text: the original ``Type: message``."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[-1] if text else ''}"[:2000]
