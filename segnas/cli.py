@@ -18,6 +18,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "arch": ("arch", "describe an architecture: per-layer table, parameters, FLOPs"),
     "data": ("data", "inspect a data set: split sizes, class histogram, preview"),
     "train": ("train", "train one architecture from scratch and report its test metrics"),
+    "search": ("search", "run (or resume) an ENAS search and print the best architecture"),
+    "db": ("db", "database schema: upgrade, downgrade, current revision"),
 }
 
 

@@ -138,6 +138,11 @@ class SearchDriver:
         self._replicas: list[Any] = []
         self._controller: Any = None
 
+    @property
+    def replicas(self) -> list[Any]:
+        """The replica actors of the current group (empty when none runs)."""
+        return list(self._replicas)
+
     # entry point
 
     def run(self, search_id: str) -> SearchOutcome:
@@ -249,6 +254,9 @@ class SearchDriver:
             for e in errors:
                 if isinstance(e, RayActorError):
                     raise ReplicaLostError(f"an actor died: {_cause_line(e)}") from e
+            cause = getattr(first, "cause", None)
+            if isinstance(cause, SegnasError):
+                raise cause from None  # the user's mistake, in its own words
             raise first.as_instanceof_cause() from None
 
     # the loop

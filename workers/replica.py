@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from segnas.spec import SearchSpec
 from supernet.data import SegmentationData, load_dataset
+from supernet.errors import ConfigError, SegnasError
 from supernet.metrics import Metrics
 from supernet.network import SuperNet
 from supernet.scoring import score_architectures
@@ -83,6 +84,17 @@ class SupernetReplica:
             if self.spec.resources.gpus_per_replica > 0 and torch.cuda.is_available()
             else "cpu"
         )
+        self._group = False
+        # A user's mistake (a data set root that does not exist, too few images) is kept and
+        # raised by the first call, as a plain error the driver reports in one line; raised
+        # here, Ray would log the actor's death with a traceback instead.
+        self._error: SegnasError | None = None
+        try:
+            self._build(rank)
+        except SegnasError as e:
+            self._error = e
+
+    def _build(self, rank: int) -> None:
         self.data: SegmentationData = load_dataset(self.spec.dataset)
         self.space: SearchSpace = self.spec.space.build(
             num_classes=self.data.num_classes, in_channels=self.data.in_channels
@@ -97,13 +109,12 @@ class SupernetReplica:
         # Each rank's own stream for augmentation from here on.
         torch.manual_seed(self.spec.seed * 1_000_003 + rank + 1)
         self._val_order = np.random.default_rng([self.spec.seed, 7]).permutation(len(self.data.val))
-        self._group = False
 
     def _steps_per_epoch(self) -> int:
         shared = self.spec.shared
         steps = len(self.data.train) // shared.batch_size
         if steps == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"the train split has {len(self.data.train)} images, fewer than one shared "
                 f"batch ({shared.batch_size}): lower shared.batch_size"
             )
@@ -111,12 +122,18 @@ class SupernetReplica:
 
     # group
 
+    def _check_ready(self) -> None:
+        if self._error is not None:
+            raise self._error
+
     def address(self) -> tuple[str, int]:
         """Where this replica (as rank 0) hosts the group: its node's IP and a free port."""
+        self._check_ready()
         return node_address()
 
     def join_group(self, address: str, port: int) -> None:
         """Join the group hosted at ``address:port`` (blocks until every rank has joined)."""
+        self._check_ready()
         if self.world_size == 1:
             return
         backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -131,6 +148,7 @@ class SupernetReplica:
 
     def describe(self) -> dict[str, Any]:
         """What the driver needs to plan the loop."""
+        self._check_ready()
         return {
             "steps_per_epoch": self.steps_per_epoch,
             "val_images": len(self.data.val),

@@ -1,0 +1,136 @@
+"""``segnas search``: run (or resume) an ENAS search and print the best architecture."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from segnas.commands.options import add_json_argument, parse_key_values, print_json, print_table
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "digits.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=f"search spec (YAML); default: the embedded {DEFAULT_CONFIG.name}",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, dotted for sections: --set epochs=3 --set shared.lr=0.01",
+    )
+    parser.add_argument("--replicas", type=int, help="supernet replicas (resources.replicas)")
+    parser.add_argument(
+        "--db", metavar="URL", help="database URL (default: DATABASE_URL, else SQLite in the "
+        "data folder SEGNAS_DATA_DIR, default .segnas/)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint-dir", type=Path, help="checkpoint folder (default: DATA_DIR/checkpoints)"
+    )
+    parser.add_argument(
+        "--resume", metavar="SEARCH_ID", help="continue this search from its last checkpoint"
+    )
+    add_json_argument(parser)
+
+
+def search_spec_from_args(args: argparse.Namespace) -> Any:
+    """The spec a new search runs with: the config file, then ``--set``, then ``--replicas``."""
+    from segnas.spec import load_search_spec
+
+    overrides = parse_key_values(args.overrides)
+    if args.replicas is not None:
+        overrides["resources.replicas"] = args.replicas
+    return load_search_spec(args.config or DEFAULT_CONFIG, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from supernet.errors import ConfigError
+
+    if args.resume and (args.config or args.overrides or args.replicas is not None):
+        raise ConfigError(
+            "--resume continues a search with its stored spec: drop --config, --set and --replicas"
+        )
+    spec = None if args.resume else search_spec_from_args(args)
+
+    from workers.entry import open_store, run_search
+
+    store = open_store(args.db)
+    bar = _ProgressBar()
+    search_id: list[str] = []
+    try:
+        outcome = run_search(
+            spec,
+            resume=args.resume,
+            store=store,
+            checkpoint_dir=args.checkpoint_dir,
+            on_created=search_id.append,
+            on_progress=bar.update,
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        if search_id:
+            print(
+                f"segnas: interrupted; continue with: segnas search --resume {search_id[0]}",
+                file=sys.stderr,
+            )
+        return 130
+    finally:
+        bar.close()
+        store.close()
+
+    if args.json:
+        print_json(outcome.model_dump())
+        return 0
+    from supernet.space import format_arch
+
+    print(f"search {outcome.search_id} {outcome.status}: {outcome.samples} samples")
+    print(f"best architecture  {format_arch(outcome.best_arch)}   parameters {outcome.params:,}")
+    rows = [[name, f"{value:.4f}"] for name, value in outcome.metrics.items()]
+    print_table(rows, ["validation metric", "value"])
+    print(f"reward: {outcome.reward} = {outcome.best_reward:.4f}")
+    return 0
+
+
+class _ProgressBar:
+    """One bar over the whole search: shared steps, controller steps, derive candidates."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc="search", unit="step", disable=None, file=sys.stderr)
+        self._shared_steps: int | None = None
+        self._controller_steps: int | None = None
+
+    def update(self, p: Any) -> None:
+        if p.phase == "shared":
+            self._shared_steps = p.steps
+        elif p.phase == "controller":
+            self._controller_steps = p.steps
+        per_epoch = (self._shared_steps or 0) + (self._controller_steps or 0)
+        if p.phase == "shared":
+            done = p.epoch * per_epoch + p.step
+        elif p.phase == "controller":
+            done = p.epoch * per_epoch + (self._shared_steps or 0) + p.step
+        else:
+            done = p.epochs * per_epoch + p.step
+        total = p.epochs * per_epoch + (p.steps if p.phase == "derive" else 0)
+        if p.phase == "derive" or self._bar.total is None or total > self._bar.total:
+            self._bar.total = max(total, done)
+        self._bar.n = done
+        best = "-" if p.best_reward is None else f"{p.best_reward:.3f}"
+        self._bar.set_postfix_str(
+            f"epoch {min(p.epoch + 1, p.epochs)}/{p.epochs} {p.phase} {p.step}/{p.steps} "
+            f"best {best}",
+            refresh=False,
+        )
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
