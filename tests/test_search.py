@@ -1,0 +1,230 @@
+"""The search driver end to end on a local Ray: rows, reproducibility, resume, replica loss."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import ray
+
+from segnas.spec import SearchSpec, load_search_spec
+from storage.migrate import upgrade
+from storage.searches import SearchStore
+from workers.driver import SearchCancelledError, SearchDriver, SearchOutcome, SearchProgress
+from workers.entry import run_search
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=128 * 1024**2,
+            log_to_driver=False,
+        )
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SearchStore]:
+    url = f"sqlite:///{tmp_path / 'segnas.db'}"
+    upgrade(url)
+    store = SearchStore(url)
+    yield store
+    store.close()
+
+
+def tiny(**overrides: object) -> SearchSpec:
+    return load_search_spec(TINY, overrides)
+
+
+def rows(store: SearchStore, search_id: str) -> list[tuple]:
+    """Every sample as comparable tuples: slot, architecture, reward, metrics, version."""
+    return [
+        (s.phase, s.epoch, s.step, s.index, tuple(s.arch), s.reward, s.miou, s.policy_version)
+        for s in store.samples(search_id)
+    ]
+
+
+def run(store: SearchStore, tmp_path: Path, spec: SearchSpec, **kwargs: Any) -> SearchOutcome:
+    return run_search(spec, store=store, checkpoint_dir=tmp_path / "ckpt", **kwargs)
+
+
+def stop_at(epoch: int, phase: str, step: int) -> tuple[Callable, Callable]:
+    """An on_progress / should_stop pair that asks to stop once the loop has passed a point."""
+    reached = []
+
+    def on_progress(p: SearchProgress) -> None:
+        if (p.epoch, p.phase, p.step) == (epoch, phase, step):
+            reached.append(True)
+
+    return on_progress, lambda: bool(reached)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One uninterrupted tiny search per replica count, to compare the others with."""
+    out = {}
+    for replicas in (1, 2):
+        tmp = tmp_path_factory.mktemp(f"reference{replicas}")
+        url = f"sqlite:///{tmp / 'segnas.db'}"
+        upgrade(url)
+        store = SearchStore(url)
+        spec = tiny(**{"resources.replicas": replicas, "epochs": 3})
+        outcome = run(store, tmp, spec)
+        out[replicas] = {
+            "spec": spec,
+            "outcome": outcome,
+            "rows": rows(store, outcome.search_id),
+            "epochs": store.epochs(outcome.search_id),
+            "result": store.result(outcome.search_id),
+        }
+        store.close()
+    return out
+
+
+def test_a_search_records_every_sample_epoch_checkpoint_and_its_result(reference: dict) -> None:
+    ref = reference[1]
+    spec, outcome = ref["spec"], ref["outcome"]
+    per_epoch = spec.controller_phase.steps * spec.controller.batch_size
+    derived = spec.derive.samples + int(spec.derive.greedy)
+    assert outcome.status == "succeeded"
+    assert outcome.samples == len(ref["rows"]) == spec.epochs * per_epoch + derived
+    slots = [r[:4] for r in ref["rows"]]
+    assert len(set(slots)) == len(slots)
+    assert [e.epoch for e in ref["epochs"]] == list(range(spec.epochs))
+    # Policy versions: one update per controller step, so step s of epoch e samples version
+    # e * steps + s.
+    for phase, epoch, step, _, _, _, _, version in ref["rows"]:
+        if phase == "controller":
+            assert version == epoch * spec.controller_phase.steps + step
+    derive = [r for r in ref["rows"] if r[0] == "derive"]
+    best = max(derive, key=lambda r: r[5])
+    assert ref["result"].arch == list(best[4]) == outcome.best_arch
+    assert ref["result"].reward == best[5] == outcome.best_reward
+    assert ref["result"].params > 0
+
+
+def test_same_spec_and_seed_give_the_same_architectures(
+    reference: dict, store: SearchStore, tmp_path: Path
+) -> None:
+    again = run(store, tmp_path, reference[1]["spec"].model_copy(update={"epochs": 1}))
+    first_epoch = [r for r in reference[1]["rows"] if r[0] == "controller" and r[1] == 0]
+    repeat = [r for r in rows(store, again.search_id) if r[0] == "controller"]
+    assert repeat == first_epoch
+
+
+def test_another_seed_gives_other_architectures(
+    reference: dict, store: SearchStore, tmp_path: Path
+) -> None:
+    other = run(store, tmp_path, tiny(epochs=1, seed=1))
+    first_epoch = [r[4] for r in reference[1]["rows"] if r[0] == "controller" and r[1] == 0]
+    assert [r[4] for r in rows(store, other.search_id) if r[0] == "controller"] != first_epoch
+
+
+def test_resume_after_interruption_writes_exactly_the_uninterrupted_rows(
+    reference: dict, store: SearchStore, tmp_path: Path
+) -> None:
+    spec = reference[1]["spec"]
+    on_progress, should_stop = stop_at(epoch=1, phase="controller", step=2)
+    created: list[str] = []
+    with pytest.raises(SearchCancelledError):
+        run(
+            store,
+            tmp_path,
+            spec,
+            on_created=created.append,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+    search_id = created[0]
+    assert store.get(search_id).status == "cancelled"
+    partial = rows(store, search_id)
+    assert any(r[1] == 1 for r in partial)  # it stopped inside epoch 1, after writing rows
+
+    outcome = run_search(resume=search_id, store=store, checkpoint_dir=tmp_path / "ckpt")
+    assert outcome.search_id == search_id
+    assert store.get(search_id).status == "succeeded"
+    assert rows(store, search_id) == reference[1]["rows"]
+    assert [e.epoch for e in store.epochs(search_id)] == list(range(spec.epochs))
+
+
+def test_resuming_a_finished_search_is_refused(reference: dict, tmp_path: Path) -> None:
+    from supernet.errors import ConfigError
+
+    # The reference store is closed; a finished search in a fresh store shows the same rule.
+    url = f"sqlite:///{tmp_path / 'done.db'}"
+    upgrade(url)
+    store = SearchStore(url)
+    outcome = run(store, tmp_path, tiny(epochs=1))
+    with pytest.raises(ConfigError, match="already succeeded"):
+        run_search(resume=outcome.search_id, store=store)
+    store.close()
+
+
+def test_a_killed_replica_is_replaced_and_the_rows_stay_exact(
+    reference: dict, store: SearchStore, tmp_path: Path
+) -> None:
+    spec = reference[2]["spec"]
+    search_id = store.create(spec.model_dump(mode="json")).id
+    killed: list[bool] = []
+    driver: SearchDriver
+
+    def kill_one_replica(p: SearchProgress) -> None:
+        if not killed and (p.epoch, p.phase, p.step) == (1, "controller", 1):
+            killed.append(True)
+            ray.kill(driver.replicas[1], no_restart=True)
+
+    driver = SearchDriver(
+        spec, store=store, checkpoint_dir=tmp_path / "ckpt", on_progress=kill_one_replica
+    )
+    outcome = driver.run(search_id)
+    assert killed and outcome.recoveries == 1
+    assert outcome.status == "succeeded"
+    assert rows(store, search_id) == reference[2]["rows"]
+
+
+def test_two_replicas_keep_identical_weights_and_norm_statistics(tmp_path: Path) -> None:
+    from workers.actors import ReplicaActor
+
+    spec = tiny(**{"resources.replicas": 2}).model_dump(mode="json")
+    replicas = [
+        ReplicaActor.options(num_cpus=1).remote(spec, rank=r, world_size=2, threads=1)
+        for r in range(2)
+    ]
+    address, port = ray.get(replicas[0].address.remote())
+    ray.get([r.join_group.remote(address, port) for r in replicas])
+    before = ray.get([r.fingerprint.remote() for r in replicas])
+    archs = [(0, 2, 4), (5, 1, 3), (2, 2, 2), (4, 5, 0)]
+    losses = ray.get([r.train_steps.remote(0, 0, archs) for r in replicas])
+    after = ray.get([r.fingerprint.remote() for r in replicas])
+    for r in replicas:
+        ray.kill(r)
+    assert before[0] == before[1]  # same seed, same initial weights
+    assert after[0] == after[1]  # the same steps on different shards, kept in sync
+    assert after[0] != before[0]  # and they did train
+    assert losses[0] == losses[1]  # every rank reports the group's mean loss
+
+
+def test_shards_of_a_global_batch_are_disjoint_equal_and_cover_it() -> None:
+    from workers.replica import shard_indices
+
+    kwargs = {"seed": 3, "epoch": 2, "step": 5}
+    shards = [shard_indices(100, 12, rank=r, world=3, **kwargs) for r in range(3)]
+    whole = shard_indices(100, 12, rank=0, world=1, **kwargs)
+    assert [len(s) for s in shards] == [4, 4, 4]
+    assert sorted(i for shard in shards for i in shard) == sorted(whole)
+    assert shard_indices(100, 12, rank=0, world=1, seed=3, epoch=3, step=5) != whole
