@@ -151,6 +151,18 @@ class SearchSpec(_Section):
     derive: DeriveSpec = Field(default_factory=DeriveSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_the_controller(cls, data: Any) -> Any:
+        # Written into the spec, not decided later: a stored spec (model_dump -> validate)
+        # lists every field, and could no longer tell an explicit controller seed from this.
+        if isinstance(data, Mapping):
+            controller = data.get("controller", {})
+            if isinstance(controller, Mapping) and "seed" not in controller:
+                seed = data.get("seed", 0)
+                data = {**data, "controller": {**controller, "seed": seed}}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> SearchSpec:
         if self.shared.batch_size < self.resources.replicas:
@@ -161,10 +173,8 @@ class SearchSpec(_Section):
         return self
 
     def controller_config(self) -> ReinforceConfig:
-        """The controller's config, seeded from ``seed`` unless the spec set its own seed."""
-        if "seed" in self.controller.model_fields_set:
-            return self.controller
-        return self.controller.model_copy(update={"seed": self.seed})
+        """The controller's config (its seed is ``seed`` unless the spec set one)."""
+        return self.controller
 
 
 def parse_search_spec(data: Mapping[str, Any]) -> SearchSpec:

@@ -186,3 +186,16 @@ def test_scans_fall_back_to_load_digits(monkeypatch):
     again, again_targets = load_scans.__wrapped__()
     assert calls == [1]
     assert np.array_equal(again, scans) and np.array_equal(again_targets, targets)
+
+
+def test_foreground_labels_merge_every_digit_into_one_class() -> None:
+    spec = DigitsSpec(images=60, size=32, digit_size=(12, 20))
+    digits_data = load_dataset(spec)
+    merged = load_dataset(spec.model_copy(update={"labels": "foreground"}))
+    assert merged.num_classes == 2 and merged.class_names == ("background", "digit")
+    for i in range(len(merged.train)):
+        image, mask = merged.train[i]
+        original_image, original = digits_data.train[i]
+        assert torch.equal(image, original_image)  # same canvases, only the labels change
+        expected = torch.where((original > 0) & (original != 255), 1, original)
+        assert torch.equal(mask, expected)

@@ -30,6 +30,7 @@ statistics (random colours are uniform on 0..1: mean 0.5, standard deviation abo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from supernet.data.splits import split_ids, split_sizes
 from supernet.errors import DatasetError
 
 DIGIT_CLASSES: tuple[str, ...] = ("background", *(str(d) for d in range(10)))
+FOREGROUND_CLASSES: tuple[str, ...] = ("background", "digit")
+"""The classes of ``labels: foreground``: ink of any digit against everything else."""
 DIGITS_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 DIGITS_STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
@@ -434,10 +437,12 @@ def load_digits_dataset(spec: DigitsSpec) -> SegmentationData:
         # One independent stream per split: a split's canvases do not depend on the others'.
         rng = np.random.default_rng([spec.seed, k])
         canvases = render_canvases(spec, scan_splits[name], counts[name], rng)
+        if spec.labels == "foreground":
+            canvases = _foreground_only(canvases)
         sources[name] = CanvasSource(name, canvases)
     return assemble(
         sources,
-        class_names=DIGIT_CLASSES,
+        class_names=DIGIT_CLASSES if spec.labels == "digits" else FOREGROUND_CLASSES,
         mean=DIGITS_MEAN,
         std=DIGITS_STD,
         size=spec.size,
@@ -445,3 +450,10 @@ def load_digits_dataset(spec: DigitsSpec) -> SegmentationData:
         scale=spec.scale,
         flip=False,  # a mirrored digit is another shape
     )
+
+
+def _foreground_only(canvases: Canvases) -> Canvases:
+    """Every digit class becomes class 1; background (0) and ignored pixels stay."""
+    masks = canvases.masks
+    digit = (masks > 0) & (masks < len(DIGIT_CLASSES))
+    return dataclasses.replace(canvases, masks=np.where(digit, 1, masks).astype(masks.dtype))

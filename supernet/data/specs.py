@@ -63,6 +63,10 @@ class DigitsSpec(_Spec):
             is another shape).
         scale: (min, max) random rescale factor when ``augment`` is on.
         seed: seed of the scan split, the canvases and their contents.
+        labels: ``digits`` labels each digit's ink with its class (11 classes with the
+            background); ``foreground`` labels all digit ink as one class ``digit`` (2 classes):
+            telling strokes of digits from the scribbles around them, an easier task that a
+            small CPU budget can learn.
     """
 
     kind: Literal["digits"] = "digits"
@@ -76,6 +80,7 @@ class DigitsSpec(_Spec):
     augment: bool = False
     scale: Scale = (0.5, 2.0)
     seed: Seed = 0
+    labels: Literal["digits", "foreground"] = "digits"
 
     @model_validator(mode="after")
     def _check_digits(self) -> DigitsSpec:
