@@ -267,6 +267,14 @@ class ReinforceTrainer:
         rows = [tuple(arch) for arch in archs]
         if not rows:
             raise ValueError("update needs at least one architecture")
+        # Fast path for the usual, valid batch (the per-cell isinstance checks below cost more
+        # than the whole LSTM pass); the loop below only runs to name what is wrong.
+        if all(len(row) == self.num_layers for row in rows) and all(
+            type(cell) is int for row in rows for cell in row
+        ):
+            tensor = torch.tensor(rows, dtype=torch.long)
+            if int(tensor.min()) >= 0 and int(tensor.max()) < self.num_choices:
+                return tensor
         for i, row in enumerate(rows):
             if len(row) != self.num_layers:
                 raise ValueError(
