@@ -1,0 +1,119 @@
+"""``ray job submit`` against a real local Ray head: the cluster path of a search."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storage.searches import SearchStore
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RAY = BIN / "ray"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A Ray head started with ``ray start --head --block`` in its own process group, so that
+    stopping it ends exactly its processes (``ray stop`` would end every Ray on the machine)."""
+    if not RAY.exists():
+        pytest.skip(f"no ray command next to {sys.executable}")
+    port, dashboard = free_port(), free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",  # explicit, as Ray warns otherwise and CI must not guess
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    temp_dir = tmp_path_factory.mktemp("ray")
+    head = subprocess.Popen(
+        [
+            str(RAY), "start", "--head", "--block", f"--port={port}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}", "--num-cpus=2", f"--temp-dir={temp_dir}",
+            "--object-store-memory=200000000", "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for_jobs_api(address, env, head)
+        yield {**env, "RAY_ADDRESS": address}
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_jobs_api(address: str, env: dict[str, str], head: subprocess.Popen) -> None:
+    """Poll ``ray job list`` until the head's Jobs API answers (a state, bounded at 120 s)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start --head exited with {head.returncode}")
+        probe = subprocess.run(
+            [str(RAY), "job", "list", "--address", address],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(1)
+    pytest.fail("the Ray head's Jobs API did not answer within 120 s")
+
+
+def test_a_search_submitted_as_a_ray_job_writes_its_rows(
+    ray_head: dict[str, str], tmp_path: Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'segnas.db'}"
+    job = subprocess.run(
+        [
+            str(RAY), "job", "submit", "--address", ray_head["RAY_ADDRESS"], "--",
+            sys.executable, str(ROOT / "workers" / "submit.py"),
+            "--config", str(ROOT / "configs" / "tiny.yaml"), "--set", "epochs=1",
+            "--db", db, "--checkpoint-dir", str(tmp_path / "checkpoints"), "--json",
+        ],
+        env=ray_head,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    outcome = json.loads(
+        next(line for line in job.stdout.splitlines() if line.startswith('{"search_id"'))
+    )
+    assert outcome["status"] == "succeeded"
+
+    store = SearchStore(db)
+    try:
+        search = store.get(outcome["search_id"])
+        assert search.status == "succeeded"
+        samples = store.samples(outcome["search_id"])
+        assert len(samples) == outcome["samples"] > 0
+        assert store.result(outcome["search_id"]).arch == outcome["best_arch"]
+        assert store.last_checkpoint(outcome["search_id"]).epoch == 0
+    finally:
+        store.close()

@@ -1,0 +1,25 @@
+"""Run a segnas search on the Ray cluster this script finds: ``ray submit`` / ``ray job submit``.
+
+``ray submit CLUSTER.yaml workers/submit.py -- --config ~/segnas-src/configs/voc.yaml`` copies
+only this file to the head node and runs it there, so it imports segnas from the installed
+package (the cluster files in deploy/ray/ install it on every node). Arguments are those of
+``segnas search``. The cluster is ``RAY_ADDRESS`` when set (Ray Jobs sets it), else ``auto``:
+the Ray running on this node.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("RAY_ADDRESS", "auto")
+    from segnas.cli import main as segnas_main
+
+    return segnas_main(["search", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
