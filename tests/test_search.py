@@ -228,3 +228,43 @@ def test_shards_of_a_global_batch_are_disjoint_equal_and_cover_it() -> None:
     assert [len(s) for s in shards] == [4, 4, 4]
     assert sorted(i for shard in shards for i in shard) == sorted(whole)
     assert shard_indices(100, 12, rank=0, world=1, seed=3, epoch=3, step=5) != whole
+
+
+def test_the_paper_config_runs_on_real_voc_images(store: SearchStore, tmp_path: Path) -> None:
+    """configs/voc.yaml, shrunk to fit the 4-image VOC fixture: the VOC path end to end."""
+    fixture = Path(__file__).parent / "fixtures" / "voc2012-sample"
+    spec = load_search_spec(
+        TINY.parent / "voc.yaml",
+        {
+            "dataset.root": str(fixture),
+            "dataset.size": 32,
+            "epochs": 1,
+            "space.layers": 3,
+            "space.channels": 4,
+            "shared.batch_size": 2,
+            "controller_phase.steps": 2,
+            "controller_phase.batch_size": 1,
+            "controller.batch_size": 2,
+            "derive.samples": 2,
+            "resources.replicas": 1,
+            "resources.gpus_per_replica": 0,
+            "resources.cpus_per_replica": 1,
+        },
+    )
+    outcome = run(store, tmp_path, spec)
+    assert outcome.status == "succeeded"
+    assert outcome.samples == 2 * 2 + 3
+    assert len(outcome.best_arch) == 3
+
+
+def test_a_gpu_search_on_a_machine_without_gpus_is_refused_not_left_waiting(
+    store: SearchStore, tmp_path: Path
+) -> None:
+    from supernet.errors import ConfigError
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    spec = tiny(**{"resources.gpus_per_replica": 1, "resources.replicas": int(gpus) + 1})
+    created: list[str] = []
+    with pytest.raises(ConfigError, match="resources.gpus_per_replica=0"):
+        run(store, tmp_path, spec, on_created=created.append)
+    assert store.get(created[0]).status == "failed"

@@ -35,12 +35,12 @@ from ray.exceptions import RayActorError, RayTaskError
 from controller.actor import ControllerActor
 from segnas.spec import SearchSpec
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
-from supernet.errors import SegnasError
+from supernet.errors import ConfigError, SegnasError
 from supernet.network import build_child
 from supernet.profile import count_params
 from workers.actors import ReplicaActor
 from workers.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from workers.runtime import ensure_ray
+from workers.runtime import ensure_ray, ray_is_remote
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,27 @@ class SearchDriver:
 
     # group
 
+    def _check_resources(self) -> None:
+        """Refuse a group this Ray can never place (a GPU search on a CPU machine would wait
+        forever). A cluster may grow (autoscaling), so only a local Ray is held to its size."""
+        res = self.spec.resources
+        if ray_is_remote():
+            return
+        have = ray.cluster_resources()
+        for name, each, hint in (
+            ("GPU", res.gpus_per_replica, "set resources.gpus_per_replica=0 to use the CPU"),
+            ("CPU", res.cpus_per_replica, "lower resources.cpus_per_replica or --replicas"),
+        ):
+            need = each * res.replicas
+            if need > have.get(name, 0):
+                raise ConfigError(
+                    f"the search asks for {need:g} {name}s ({res.replicas} replicas x {each:g}), "
+                    f"this machine has {have.get(name, 0):g}: {hint}"
+                )
+
     def _start_group(self) -> tuple[int, _Best]:
         spec, res = self.spec, self.spec.resources
+        self._check_resources()
         state_path = self.checkpoint_dir / self.search_id / "controller.pt"
         num_choices = len(spec.space.cells)
         self._controller = ControllerActor.remote(

@@ -10,6 +10,14 @@ import ray
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 
 
+def ray_is_remote() -> bool:
+    """Whether this process is connected to a cluster rather than its own local Ray."""
+    return bool(os.environ.get("RAY_ADDRESS")) or _connected_to_cluster
+
+
+_connected_to_cluster = False
+
+
 def ensure_ray(address: str | None = None) -> None:
     """Connect to Ray once per process.
 
@@ -22,7 +30,9 @@ def ensure_ray(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        global _connected_to_cluster
         ray.init(address=address, logging_level=logging.WARNING)
+        _connected_to_cluster = True
         return
     ray.init(
         address="local",
