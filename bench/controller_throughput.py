@@ -2,10 +2,18 @@
 
 The controller phase of a search, with the supernet replaced by a synthetic reward (the
 fraction of layers that chose cell 2): the ``ControllerActor`` (a Ray actor, 12 layers x 6
-choices, batches of 20) samples a batch, the rewards go back in two parts in reverse order (as
-remote scorers would send them), the actor makes its REINFORCE update, and the batch's 20
-samples go to ``SearchStore.add_samples``. Run on SQLite and on PostgreSQL, each in a fresh
-database, after a short warm-up. Two schedules of the same work:
+choices) samples a batch, the rewards go back in two parts in reverse order (as remote scorers
+would send them), the actor makes its REINFORCE update, and the batch's samples go to
+``SearchStore.add_samples``. Run on SQLite and on PostgreSQL, each in a fresh database, after a
+short warm-up, for every batch size of ``--batch-sizes``:
+
+- 20, the ENAS controller's batch;
+- 200, the scoring wave of a large cluster. REINFORCE is on-policy: one batch per update, all
+  drawn by the same policy, so at most a batch's worth of scorers can be busy at once. With
+  batches of 20 only 20 GPUs score in parallel, whatever the actor's speed (the algorithm's
+  limit, not the actor's); a cluster of N GPUs needs batches of about N samples.
+
+Every backend x schedule x batch size is one run. Two schedules of the same work:
 
 - ``sequential``: every call waits for its answer; the batch is written, then the next asked for.
 - ``pipelined``: the reports and the next ``sample_batch`` are sent together (Ray runs one
@@ -15,12 +23,15 @@ database, after a short warm-up. Two schedules of the same work:
 
 Two references show where the time goes: the controller's own work in this process (no Ray, no
 database: the ceiling of every loop) and the pipelined loop writing nowhere (backend ``none``:
-what the actor and its round trips allow). Prints a table and, last, one JSON line (the headline
-figure per backend is the pipelined one). ``--profile`` adds cProfile tables.
+what the actor and its round trips allow), both per batch size. Prints a table and, last, one
+JSON line: the headline figure per backend is the pipelined one; keys end in ``_batch<size>``
+per batch size, and the keys without that suffix are batch 20's (the only size measured before
+``--batch-sizes``). ``--profile`` adds cProfile tables.
 
-    python bench/controller_throughput.py [--batches 200] [--backend both] [--profile]
+    python bench/controller_throughput.py [--batch-sizes 20 200] [--batches N] [--backend both]
 
-Goal: at least 5,000 samples/s per backend.
+Goal: at least 5,000 samples/s per backend (``met_batch<size>`` per batch size; ``met``: at
+every batch size measured).
 """
 
 from __future__ import annotations
@@ -51,7 +62,11 @@ from storage.migrate import upgrade
 from storage.searches import SampleRecord, SearchStore
 
 GOAL = 5000.0
-LAYERS, CHOICES, BATCH = 12, 6, 20
+LAYERS, CHOICES = 12, 6
+BATCH = 20  # ENAS's controller batch; the JSON keys without a ``_batch<size>`` suffix are its
+BATCH_SIZES = (BATCH, 200)
+SAMPLES_PER_RUN = 4000  # default measured batches per run: this many samples' worth
+WARMUP_SAMPLES = 400  # default warm-up batches: this many samples' worth (at least 2 batches)
 REWARDED_CELL = 2
 MODES = ("sequential", "pipelined")
 POSTGRES_URL_ENV = "SEGNAS_BENCH_POSTGRES_URL"
@@ -63,6 +78,23 @@ def positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def batch_size(value: str) -> int:
+    number = int(value)
+    if number < 2:  # the rewards go back in two non-empty parts
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {number}")
+    return number
+
+
+def measured_batches(args: argparse.Namespace, size: int) -> int:
+    """``--batches``, or by default ``SAMPLES_PER_RUN`` samples' worth of batches."""
+    return args.batches or max(1, round(SAMPLES_PER_RUN / size))
+
+
+def warmup_batches(args: argparse.Namespace, size: int) -> int:
+    """``--warmup``, or by default ``WARMUP_SAMPLES`` samples' worth, at least 2 batches."""
+    return args.warmup or max(2, round(WARMUP_SAMPLES / size))
 
 
 def reward(arch: tuple[int, ...]) -> float:
@@ -104,6 +136,7 @@ def report_parts(actor: Any, batch: Any) -> tuple[dict[int, float], list[Any]]:
 class Run:
     backend: str
     mode: str
+    batch_size: int
     batches: int
     seconds: float
     actor_seconds: float  # waiting on the actor: sample_batch and report round trips
@@ -113,7 +146,7 @@ class Run:
 
     @property
     def samples(self) -> int:
-        return self.batches * BATCH
+        return self.batches * self.batch_size
 
     @property
     def per_s(self) -> float:
@@ -124,7 +157,14 @@ Write = Callable[[list[SampleRecord]], None]
 
 
 def run_loop(
-    actor: Any, write: Write, *, backend: str, mode: str, batches: int, first_step: int
+    actor: Any,
+    write: Write,
+    *,
+    backend: str,
+    mode: str,
+    size: int,
+    batches: int,
+    first_step: int,
 ) -> Run:
     """``batches`` batches from the actor, scored, reported and written; steps from
     ``first_step`` on."""
@@ -160,27 +200,23 @@ def run_loop(
         if stats[0] is not None or stats[1] is None:
             raise RuntimeError(f"batch {first_step + k}: not one update per batch: {stats}")
     seconds = time.perf_counter() - start
-    return Run(backend, mode, batches, seconds, actor_s, db_s, stats[1].mean_reward)
+    return Run(backend, mode, size, batches, seconds, actor_s, db_s, stats[1].mean_reward)
 
 
-def measure(write: Write, *, backend: str, mode: str, args: argparse.Namespace) -> Run:
-    """A fresh actor, a warm-up, then the measured run (profiled with ``--profile``)."""
+def measure(write: Write, *, backend: str, mode: str, size: int, args: argparse.Namespace) -> Run:
+    """A fresh actor drawing batches of ``size``, a warm-up, then the measured run (profiled
+    with ``--profile``)."""
     import ray
 
     from controller.actor import ControllerActor
 
-    actor = ControllerActor.remote(LAYERS, CHOICES, ReinforceConfig(batch_size=BATCH))
+    warmup = warmup_batches(args, size)
+    loop = partial(run_loop, backend=backend, mode=mode, size=size)
+    actor = ControllerActor.remote(LAYERS, CHOICES, ReinforceConfig(batch_size=size))
     try:
-        run_loop(actor, write, backend=backend, mode=mode, batches=args.warmup, first_step=0)
-        with profiled(args.profile, f"driver, {backend} {mode}"):
-            run = run_loop(
-                actor,
-                write,
-                backend=backend,
-                mode=mode,
-                batches=args.batches,
-                first_step=args.warmup,
-            )
+        loop(actor, write, batches=warmup, first_step=0)
+        with profiled(args.profile, f"driver, {backend} {mode}, batch {size}"):
+            run = loop(actor, write, batches=measured_batches(args, size), first_step=warmup)
         run.round_trip_ms = round_trip_ms(actor)
     finally:
         ray.kill(actor)
@@ -199,35 +235,38 @@ def round_trip_ms(actor: Any, calls: int = 200) -> float:
 
 
 def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[Run]:
-    """Every mode on one database, each into a search of its own."""
+    """Every batch size x mode on one database, each into a search of its own."""
     upgrade(url)
     store = SearchStore(url)
     runs = []
     try:
-        for mode in args.modes:
-            search_id = store.create({"bench": "controller_throughput", "mode": mode}).id
-            runs.append(
-                measure(
-                    partial(store.add_samples, search_id), backend=backend, mode=mode, args=args
-                )
-            )
-            stored = store.count_samples(search_id)
-            if stored != (args.warmup + args.batches) * BATCH:
-                raise RuntimeError(f"{backend} {mode}: {stored} samples stored")
+        for size in args.batch_sizes:
+            for mode in args.modes:
+                spec = {"bench": "controller_throughput", "mode": mode, "batch_size": size}
+                search_id = store.create(spec).id
+                write = partial(store.add_samples, search_id)
+                runs.append(measure(write, backend=backend, mode=mode, size=size, args=args))
+                stored = store.count_samples(search_id)
+                expected = (warmup_batches(args, size) + measured_batches(args, size)) * size
+                if stored != expected:
+                    raise RuntimeError(
+                        f"{backend} {mode} batch {size}: {stored} samples stored, not {expected}"
+                    )
     finally:
         store.close()
     return runs
 
 
-def in_process(args: argparse.Namespace) -> tuple[float, float]:
-    """The controller's own work per batch, in this process, without Ray or a database:
-    ``(sample_batch ms, report ms)``, the floor of every loop above."""
+def in_process(args: argparse.Namespace, size: int) -> tuple[float, float]:
+    """The controller's own work per batch of ``size``, in this process, without Ray or a
+    database: ``(sample_batch ms, report ms)``, the floor of every loop above."""
     from controller.actor import ControllerService
 
-    service = ControllerService(LAYERS, CHOICES, ReinforceConfig(batch_size=BATCH))
+    service = ControllerService(LAYERS, CHOICES, ReinforceConfig(batch_size=size))
+    warmup, batches = warmup_batches(args, size), measured_batches(args, size)
     sample_s = report_s = 0.0
-    with profiled(args.profile, "controller in-process", sort="tottime"):
-        for k in range(args.warmup + args.batches):
+    with profiled(args.profile, f"controller in-process, batch {size}", sort="tottime"):
+        for k in range(warmup + batches):
             t0 = time.perf_counter()
             batch = service.sample_batch()
             t1 = time.perf_counter()
@@ -237,9 +276,9 @@ def in_process(args: argparse.Namespace) -> tuple[float, float]:
             service.report(batch.version, {i: rewards[i] for i in ids[half:]})
             service.report(batch.version, {i: rewards[i] for i in ids[:half]})
             t2 = time.perf_counter()
-            if k >= args.warmup:
+            if k >= warmup:
                 sample_s, report_s = sample_s + t1 - t0, report_s + t2 - t1
-    return 1e3 * sample_s / args.batches, 1e3 * report_s / args.batches
+    return 1e3 * sample_s / batches, 1e3 * report_s / batches
 
 
 @contextmanager
@@ -286,25 +325,26 @@ def postgres_url(server: str) -> Iterator[str]:
 
 
 HEADER = (
-    f"{'backend':<11} {'mode':<11} {'samples':>7} {'seconds':>8} {'samples/s':>10} "
+    f"{'backend':<11} {'mode':<11} {'batch':>5} {'samples':>7} {'seconds':>8} {'samples/s':>10} "
     f"{'actor ms/b':>11} {'db ms/b':>8} {'rtt ms':>7} {'reward':>7}"
 )
 
 
 def print_row(run: Run) -> None:
     print(
-        f"{run.backend:<11} {run.mode:<11} {run.samples:>7} {run.seconds:>8.2f} "
-        f"{run.per_s:>10.0f} {1e3 * run.actor_seconds / run.batches:>11.2f} "
+        f"{run.backend:<11} {run.mode:<11} {run.batch_size:>5} {run.samples:>7} "
+        f"{run.seconds:>8.2f} {run.per_s:>10.0f} {1e3 * run.actor_seconds / run.batches:>11.2f} "
         f"{1e3 * run.db_seconds / run.batches:>8.2f} {run.round_trip_ms:>7.2f} "
         f"{run.mean_reward:>7.3f}",
         flush=True,
     )
 
 
-def summarise(runs: list[Run], backends: list[str]) -> dict[str, Any]:
+def summarise(runs: list[Run], backends: list[str], size: int) -> dict[str, Any]:
+    """The database runs' figures at batch ``size``, under keys without a batch suffix."""
     summary: dict[str, Any] = {}
     for backend in backends:
-        by_mode = {r.mode: r for r in runs if r.backend == backend}
+        by_mode = {r.mode: r for r in runs if r.backend == backend and r.batch_size == size}
         headline = by_mode.get("pipelined") or by_mode.get("sequential")
         summary[f"{backend}_samples_per_s"] = None if headline is None else round(headline.per_s)
         for mode, run in by_mode.items():
@@ -321,8 +361,29 @@ def summarise(runs: list[Run], backends: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=positive, default=200, help="measured batches of 20")
-    parser.add_argument("--warmup", type=positive, default=20, help="batches before measuring")
+    parser.add_argument(
+        "--batch-sizes",
+        nargs="+",
+        type=batch_size,
+        default=list(BATCH_SIZES),
+        help="controller batch sizes, each measured on every backend and schedule (default: "
+        "20, ENAS's batch, and 200, a large cluster's scoring wave)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=positive,
+        default=None,
+        help=f"measured batches per run, at every batch size (default: {SAMPLES_PER_RUN:,} "
+        f"samples' worth, so that every run stores about as many: 200 batches at batch 20, "
+        f"20 at batch 200)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=positive,
+        default=None,
+        help=f"batches before measuring, at every batch size (default: {WARMUP_SAMPLES} "
+        f"samples' worth, at least 2: 20 at batch 20, 2 at batch 200)",
+    )
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument(
@@ -332,16 +393,20 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile driver and controller")
     args = parser.parse_args()
+    args.batch_sizes = list(dict.fromkeys(args.batch_sizes))  # each size once, in order given
     # Before anything imports ray (controller.actor does).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    sample_ms, report_ms = in_process(args)
-    ceiling = 1e3 * BATCH / (sample_ms + report_ms)
-    print(
-        f"controller in-process (no Ray, no database): sample_batch {sample_ms:.2f} ms + "
-        f"report {report_ms:.2f} ms per batch of {BATCH} = at most {ceiling:.0f} samples/s",
-        flush=True,
-    )
+    ceilings: dict[int, tuple[float, float, float]] = {}
+    for size in args.batch_sizes:
+        sample_ms, report_ms = in_process(args, size)
+        ceiling = 1e3 * size / (sample_ms + report_ms)
+        ceilings[size] = sample_ms, report_ms, ceiling
+        print(
+            f"controller in-process (no Ray, no database): sample_batch {sample_ms:.2f} ms + "
+            f"report {report_ms:.2f} ms per batch of {size} = at most {ceiling:.0f} samples/s",
+            flush=True,
+        )
 
     import ray
 
@@ -355,10 +420,14 @@ def main() -> None:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     print(HEADER, flush=True)
     runs: list[Run] = []
+    actor_only: dict[int, Run] = {}
     errors: dict[str, str] = {}
     try:
         # The same loop writing nowhere: what the actor and its round trips allow.
-        actor_only = measure(lambda rows: None, backend="none", mode="pipelined", args=args)
+        for size in args.batch_sizes:
+            actor_only[size] = measure(
+                lambda rows: None, backend="none", mode="pipelined", size=size, args=args
+            )
         for backend in backends:
             where = sqlite_url() if backend == "sqlite" else postgres_url(args.postgres_url)
             try:
@@ -370,20 +439,36 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    summary = {"bench": "controller_throughput", **summarise(runs, backends), "goal": GOAL}
-    headlines = [summary[f"{b}_samples_per_s"] for b in backends]
-    summary.update(
-        met=all(h is not None and h >= GOAL for h in headlines),
-        no_database_samples_per_s=round(actor_only.per_s),
-        no_database_actor_ms_per_batch=round(1e3 * actor_only.actor_seconds / args.batches, 3),
-        round_trip_ms=round(actor_only.round_trip_ms, 3),
-        in_process_sample_ms=round(sample_ms, 3),
-        in_process_report_ms=round(report_ms, 3),
-        in_process_ceiling_samples_per_s=round(ceiling),
-        batches=args.batches,
-        batch_size=BATCH,
-        errors=errors,
-    )
+    per_size: dict[int, dict[str, Any]] = {}
+    for size in args.batch_sizes:
+        sample_ms, report_ms, ceiling = ceilings[size]
+        only = actor_only[size]
+        numbers = summarise(runs, backends, size)
+        headlines = [numbers[f"{b}_samples_per_s"] for b in backends]
+        numbers.update(
+            met=all(h is not None and h >= GOAL for h in headlines),
+            no_database_samples_per_s=round(only.per_s),
+            no_database_actor_ms_per_batch=round(1e3 * only.actor_seconds / only.batches, 3),
+            round_trip_ms=round(only.round_trip_ms, 3),
+            in_process_sample_ms=round(sample_ms, 3),
+            in_process_report_ms=round(report_ms, 3),
+            in_process_ceiling_samples_per_s=round(ceiling),
+            batches=only.batches,
+            warmup_batches=warmup_batches(args, size),
+        )
+        per_size[size] = numbers
+    summary: dict[str, Any] = {
+        "bench": "controller_throughput",
+        "goal": GOAL,
+        "met": all(numbers["met"] for numbers in per_size.values()),  # at every batch size
+        "batch_sizes": args.batch_sizes,
+    }
+    if BATCH in per_size:  # the keys of the runs before --batch-sizes: batch 20's figures
+        summary.update({k: v for k, v in per_size[BATCH].items() if k != "met"})
+        summary["batch_size"] = BATCH
+    for size, numbers in per_size.items():
+        summary.update({f"{key}_batch{size}": value for key, value in numbers.items()})
+    summary["errors"] = errors
     print(json.dumps(summary))
     if errors:
         raise SystemExit(1)

@@ -265,6 +265,6 @@ def test_a_gpu_search_on_a_machine_without_gpus_is_refused_not_left_waiting(
     gpus = ray.cluster_resources().get("GPU", 0)
     spec = tiny(**{"resources.gpus_per_replica": 1, "resources.replicas": int(gpus) + 1})
     created: list[str] = []
-    with pytest.raises(ConfigError, match="resources.gpus_per_replica=0"):
+    with pytest.raises(ConfigError, match=r"resources\.gpus_per_replica=0"):
         run(store, tmp_path, spec, on_created=created.append)
     assert store.get(created[0]).status == "failed"
