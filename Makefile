@@ -14,11 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
-# Until the search service exists, the demo describes the paper's architecture and trains a
-# small child on the embedded digits (about 2.5 minutes on 2 CPU cores).
+# An ENAS search on the embedded digits with a local Ray (about 2 minutes on 2 CPU cores).
 demo: $(VENV)/.installed
-	$(VENV)/bin/segnas arch describe "0 5 5 2 2 2 4 5 3 5 3 4" --classes 22 --size 256
-	$(VENV)/bin/segnas train --arch "2 2 2 2 2 2" --layers 6 --channels 16 --epochs 7 --batch-size 16 --dataset digits
+	$(VENV)/bin/segnas search --config configs/digits.yaml
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -30,6 +28,9 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/supernet_overhead.py
+	$(PY) bench/controller_throughput.py
+	$(PY) bench/replica_scaling.py
+	$(PY) bench/search_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
