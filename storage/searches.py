@@ -142,7 +142,9 @@ class SearchStore:
         if best_arch is not None:
             values.update(best_arch=best_arch, best_reward=best_reward)
         with self._session() as s:
-            s.execute(update(Search).where(Search.id == search_id).values(**values))
+            result = s.execute(update(Search).where(Search.id == search_id).values(**values))
+            if result.rowcount == 0:
+                raise SearchNotFoundError(f"no search with id {search_id!r}")
 
     # samples, epochs, checkpoints, result
 

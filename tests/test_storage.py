@@ -348,3 +348,20 @@ def test_deleting_a_search_cascades(store: SearchStore) -> None:
     with pytest.raises(SearchNotFoundError):
         store.get(search_id)
     assert store.count_samples(other_id) == 2 * 2 * 3 + 3
+
+
+def test_timestamps_come_back_timezone_aware_on_every_backend(store: SearchStore) -> None:
+    from datetime import UTC, datetime
+
+    before = datetime.now(UTC)
+    search_id = store.create({"seed": 0}).id
+    store.mark_running(search_id)
+    record = store.get(search_id)
+    for stamp in (record.created_at, record.started_at):
+        assert stamp is not None and stamp.utcoffset() is not None
+        assert abs((stamp - before).total_seconds()) < 3600  # comparable, and in UTC
+
+
+def test_progress_of_an_unknown_search_is_not_found(store: SearchStore) -> None:
+    with pytest.raises(SearchNotFoundError):
+        store.update_progress("nope", {"epoch": 0})
