@@ -88,6 +88,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
         out[replicas] = {
             "spec": spec,
             "outcome": outcome,
+            "search": store.get(outcome.search_id),
             "rows": rows(store, outcome.search_id),
             "epochs": store.epochs(outcome.search_id),
             "result": store.result(outcome.search_id),
@@ -115,6 +116,10 @@ def test_a_search_records_every_sample_epoch_checkpoint_and_its_result(reference
     best = max(derive, key=lambda r: r[5])
     assert ref["result"].arch == list(best[4]) == outcome.best_arch
     assert ref["result"].reward == best[5] == outcome.best_reward
+    # and the search row ends with the result as its best, not a one-minibatch reward
+    assert ref["search"].best_arch == outcome.best_arch
+    assert ref["search"].best_reward == outcome.best_reward
+    assert ref["search"].progress["phase"] == "derive"
     assert ref["result"].params > 0
 
 

@@ -427,7 +427,9 @@ class SearchDriver:
             params=count_params(build_child(space, winner.arch)),
         )
         self.store.set_result(self.search_id, result)
-        best.offer(winner.reward, winner.arch)
+        # From here the best is the result, scored on the validation split, not the best
+        # one-minibatch reward of the controller phase (a noisier, often higher number).
+        best.reward, best.arch = winner.reward, tuple(winner.arch)
         self._position = replace(
             self._position, samples=self._position.samples + len(rows),
             best_reward=best.reward, best_arch=best.arch,
