@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from segnas.spec import SearchSpec
 from supernet.data import SegmentationData, load_dataset
-from supernet.errors import ConfigError, SegnasError
+from supernet.errors import ConfigError, SegnasError, TrainingDivergedError
 from supernet.metrics import Metrics
 from supernet.network import SuperNet
 from supernet.scoring import score_architectures
@@ -186,7 +186,7 @@ class SupernetReplica:
             loss.backward()
             loss_value = self._average_gradients(loss.detach())
             if not np.isfinite(loss_value):
-                raise FloatingPointError(
+                raise TrainingDivergedError(
                     f"shared loss became {loss_value} at epoch {epoch}, step {step}: lower "
                     "shared.lr"
                 )
