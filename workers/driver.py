@@ -284,9 +284,16 @@ class SearchDriver:
         spec = self.spec
         samples = self.store.count_samples(self.search_id)
         self._position = SearchProgress(
-            self.search_id, start_epoch, spec.epochs, "shared", 0, 0, samples, best.reward,
-            best.arch,
-        )  # fmt: skip
+            search_id=self.search_id,
+            epoch=start_epoch,
+            epochs=spec.epochs,
+            phase="shared",
+            step=0,
+            steps=0,
+            samples=samples,
+            best_reward=best.reward,
+            best_arch=best.arch,
+        )
         for epoch in range(start_epoch, spec.epochs):
             started = time.perf_counter()
             loss, lr = self._shared_phase(epoch)
@@ -376,10 +383,7 @@ class SearchDriver:
             for row in rows:
                 rewards.append(row.reward)
                 best.offer(row.reward, row.arch)
-            self._position = replace(
-                self._position, samples=self._position.samples + len(rows),
-                best_reward=best.reward, best_arch=best.arch,
-            )  # fmt: skip
+            self._count(len(rows), best)
             self._report(
                 epoch=epoch, phase="controller", step=step + 1, steps=phase.steps, best=best
             )
@@ -430,10 +434,7 @@ class SearchDriver:
         # From here the best is the result, scored on the validation split, not the best
         # one-minibatch reward of the controller phase (a noisier, often higher number).
         best.reward, best.arch = winner.reward, tuple(winner.arch)
-        self._position = replace(
-            self._position, samples=self._position.samples + len(rows),
-            best_reward=best.reward, best_arch=best.arch,
-        )  # fmt: skip
+        self._count(len(rows), best)
         self._report(
             epoch=spec.epochs, phase="derive", step=len(archs), steps=len(archs), best=best
         )
@@ -478,6 +479,15 @@ class SearchDriver:
         )
         if self.on_progress is not None:
             self.on_progress(self._position)
+
+    def _count(self, rows: int, best: _Best) -> None:
+        """``rows`` more samples are stored; ``best`` is the best so far."""
+        self._position = replace(
+            self._position,
+            samples=self._position.samples + rows,
+            best_reward=best.reward,
+            best_arch=best.arch,
+        )
 
     def _check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():

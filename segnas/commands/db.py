@@ -14,10 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="upgrade: apply the migrations; downgrade: undo them down to --revision "
         "(default: base, an empty database); current: print the schema revision",
     )
-    parser.add_argument("--db", metavar="URL", help="database URL (default: DATABASE_URL, else "
-                        "SQLite in the data folder)")  # fmt: skip
-    parser.add_argument("--revision", help="target revision (default: head for upgrade, base "
-                        "for downgrade)")  # fmt: skip
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default: DATABASE_URL, else SQLite in the data folder)",
+    )
+    parser.add_argument(
+        "--revision", help="target revision (default: head for upgrade, base for downgrade)"
+    )
     add_json_argument(parser)
 
 

@@ -28,9 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--replicas", type=int, help="supernet replicas (resources.replicas)")
     parser.add_argument(
-        "--db", metavar="URL", help="database URL (default: DATABASE_URL, else SQLite in the "
-        "data folder SEGNAS_DATA_DIR, default .segnas/)",
-    )  # fmt: skip
+        "--db",
+        metavar="URL",
+        help="database URL (default: DATABASE_URL, else SQLite in the data folder "
+        "SEGNAS_DATA_DIR, default .segnas/)",
+    )
     parser.add_argument(
         "--checkpoint-dir", type=Path, help="checkpoint folder (default: DATA_DIR/checkpoints)"
     )
