@@ -8,7 +8,9 @@ continue where the last update left them.
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ import torch
 from controller.batcher import RewardBatcher, SampleBatch
 from controller.config import ReinforceConfig
 from controller.reinforce import ReinforceTrainer, UpdateStats
+
+log = logging.getLogger(__name__)
 
 
 class ControllerService:
@@ -43,9 +47,13 @@ class ControllerService:
         self._state_path = Path(state_path) if state_path else None
         self.batcher = self._fresh()
         self.restored = False
+        self._incarnation = uuid.uuid4().hex
         if self._state_path is not None and self._state_path.exists():
-            self.batcher.load_state_dict(torch.load(self._state_path, weights_only=False))
-            self.restored = True
+            try:
+                self.batcher.load_state_dict(torch.load(self._state_path, weights_only=False))
+                self.restored = True
+            except Exception as e:  # a torn file must not keep the actor from starting
+                log.warning("controller state %s unreadable (%s): starting fresh", state_path, e)
 
     def _fresh(self) -> RewardBatcher:
         layers, choices, config = self._shape
@@ -82,6 +90,10 @@ class ControllerService:
         """Back to the freshly seeded controller (a search restarting from its beginning)."""
         self.batcher = self._fresh()
         self._persist()
+
+    def incarnation(self) -> str:
+        """Differs after every (re)start: how a caller tells that Ray restarted the actor."""
+        return self._incarnation
 
     def was_restored(self) -> bool:
         """Whether this incarnation started from the state file."""

@@ -124,6 +124,15 @@ class ResourcesSpec(_Section):
     gpus_per_replica: float = Field(0, ge=0, le=16)
     cpus_per_replica: float = Field(1, gt=0, le=256)
 
+    @model_validator(mode="after")
+    def _check(self) -> ResourcesSpec:
+        if 0 < self.gpus_per_replica < 1 and self.replicas > 1:
+            raise ValueError(
+                "gpus_per_replica below 1 with several replicas would put two nccl ranks on "
+                "one GPU, which nccl refuses: use whole GPUs, or 1 replica"
+            )
+        return self
+
 
 class SearchSpec(_Section):
     """One ENAS search.

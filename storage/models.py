@@ -71,9 +71,7 @@ class Search(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(
-        UTCDateTime(), default=utcnow, onupdate=utcnow
-    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     # Where the loop is: {"epoch", "epochs", "phase", "step", "steps", "samples"}.
     progress: Mapped[dict[str, Any] | None]
     best_arch: Mapped[list[int] | None]

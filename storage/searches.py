@@ -195,6 +195,14 @@ class SearchStore:
             row = s.scalars(query).first()
             return None if row is None else CheckpointRecord.model_validate(row)
 
+    def checkpoints(self, search_id: str) -> list[CheckpointRecord]:
+        """The search's checkpoints, oldest first."""
+        query = (
+            select(Checkpoint).where(Checkpoint.search_id == search_id).order_by(Checkpoint.epoch)
+        )
+        with self._session() as s:
+            return [CheckpointRecord.model_validate(r) for r in s.scalars(query)]
+
     def rewind(self, search_id: str, epoch: int) -> None:
         """Forget everything recorded after epoch ``epoch`` finished (-1: after the start), so
         that a resumed search writes those rows again exactly once."""
@@ -212,6 +220,13 @@ class SearchStore:
                 )
             )
             s.execute(delete(Result).where(Result.search_id == search_id))
+            # What the row says about progress described rows that are gone now; the driver
+            # reports the restored position and best as soon as it goes on.
+            s.execute(
+                update(Search)
+                .where(Search.id == search_id)
+                .values(progress=None, best_arch=None, best_reward=None, updated_at=utcnow())
+            )
 
     def set_result(self, search_id: str, result: ResultRecord) -> None:
         with self._session() as s:

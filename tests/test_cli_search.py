@@ -63,7 +63,9 @@ def test_db_upgrade_then_downgrade(tmp_path: Path) -> None:
     up = segnas(tmp_path, "db", "upgrade", "--db", url, "--json")
     assert up.returncode == 0, up.stderr
     assert json.loads(up.stdout.strip().splitlines()[-1])["revision"] is not None
-    down = segnas(tmp_path, "db", "downgrade", "--db", url, "--json")
+    refused = segnas(tmp_path, "db", "downgrade", "--db", url)
+    assert refused.returncode == 2 and "needs --revision" in refused.stderr
+    down = segnas(tmp_path, "db", "downgrade", "--db", url, "--revision", "base", "--json")
     assert down.returncode == 0, down.stderr
     assert json.loads(down.stdout.strip().splitlines()[-1])["revision"] is None
 
@@ -78,6 +80,27 @@ def test_db_upgrade_then_downgrade(tmp_path: Path) -> None:
         (["search", "--resume", "abc", "--replicas", "2"], "--resume continues a search"),
         (["search", "--resume", "nosuchsearch"], "no search with id 'nosuchsearch'"),
         (["search", "--config", str(TINY), "--db", "not a url"], "is not a database URL"),
+        (
+            ["search", "--config", str(TINY), "--db", "postgresql://nobody@127.0.0.1:1/x"],
+            "cannot use the database",
+        ),
+        (["db", "upgrade", "--revision", "nope"], "migration:"),
+        (
+            ["search", "--config", str(TINY), "--checkpoint-dir", str(TINY)],
+            "cannot write checkpoints",
+        ),
+        (
+            [
+                "search",
+                "--config",
+                str(TINY),
+                "--set",
+                "resources.replicas=2",
+                "--set",
+                "resources.gpus_per_replica=0.5",
+            ],
+            "two nccl ranks",
+        ),
         (
             ["search", "--config", str(TINY), "--set", "dataset={kind: voc, root: /no/such}"],
             "VOC root /no/such does not exist",

@@ -27,6 +27,12 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> int:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    # The rename itself must reach the disk before the database row that points at the file.
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
     return path.stat().st_size
 
 

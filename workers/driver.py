@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch.distributed as dist
 from pydantic import BaseModel
 from ray.exceptions import RayActorError, RayTaskError
 
 from controller.actor import ControllerActor
+from controller.batcher import RewardError
 from segnas.spec import SearchSpec
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
 from supernet.errors import ConfigError, SegnasError
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
 SHARED_CHUNK = 8  # shared steps per call to the replicas: few round trips, frequent progress
+DERIVE_CHUNK = 4  # derive candidates per replica per call
 SETTLE_SECONDS = 30.0  # after one replica fails, how long the others get to fail too
 
 
@@ -55,6 +58,11 @@ class SearchCancelledError(SegnasError):
 
 class ReplicaLostError(SegnasError):
     """A replica (or the controller) died: the group must be rebuilt from a checkpoint."""
+
+
+class SearchFaultError(SegnasError):
+    """The infrastructure failed (actors kept dying, an actor could not start): not something
+    the spec can fix, so a service should not answer it with a 4xx."""
 
 
 @dataclass(frozen=True)
@@ -152,13 +160,18 @@ class SearchDriver:
             SearchCancelledError: ``should_stop`` said so; the search is marked cancelled.
             Exception: whatever failed; the search is marked failed with the message.
         """
-        ensure_ray()
         self.search_id = search_id
         self.store.mark_running(search_id)
         try:
+            ensure_ray()
+            self._check_checkpoint_dir()
             outcome = self._run_with_recovery()
         except SearchCancelledError:
             self.store.mark_finished(search_id, "cancelled")
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            # Stopped from outside (Ctrl-C, SIGTERM): resumable like a cancelled search.
+            self.store.mark_finished(search_id, "cancelled", error="interrupted")
             raise
         except BaseException as e:
             self.store.mark_finished(search_id, "failed", error=_one_line(e))
@@ -176,7 +189,7 @@ class SearchDriver:
                 return self._search(start_epoch, best, recoveries)
             except ReplicaLostError as e:
                 if recoveries >= self.max_recoveries:
-                    raise SegnasError(
+                    raise SearchFaultError(
                         f"{e}; gave up after {recoveries} recoveries of the replica group"
                     ) from e
                 recoveries += 1
@@ -203,6 +216,19 @@ class SearchDriver:
                     f"this machine has {have.get(name, 0):g}: {hint}"
                 )
 
+    def _check_checkpoint_dir(self) -> None:
+        folder = self.checkpoint_dir / self.search_id
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".writable"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(
+                f"cannot write checkpoints to {str(folder)!r}: {e.strerror}; "
+                "choose another --checkpoint-dir"
+            ) from None
+
     def _start_group(self) -> tuple[int, _Best]:
         spec, res = self.spec, self.spec.resources
         self._check_resources()
@@ -222,13 +248,13 @@ class SearchDriver:
         address, port = self._gather([self._replicas[0].address.remote()])[0]
         self._gather([r.join_group.remote(address, port) for r in self._replicas])
         self.info = self._gather([self._replicas[0].describe.remote()])[0]
+        self._incarnation = self._gather([self._controller.incarnation.remote()])[0]
 
-        checkpoint = self.store.last_checkpoint(self.search_id)
+        checkpoint, payload = self._readable_checkpoint()
         if checkpoint is None:
             self._gather([self._controller.reset.remote()])
             self.store.rewind(self.search_id, -1)
             return 0, _Best()
-        payload = load_checkpoint(checkpoint.path)
         weights = ray.put(payload["weights"])
         rngs = payload["rng"]
         self._gather(
@@ -241,6 +267,23 @@ class SearchDriver:
         self.store.rewind(self.search_id, checkpoint.epoch)
         best = _Best(payload["best"]["reward"], _tuple_or_none(payload["best"]["arch"]))
         return checkpoint.epoch + 1, best
+
+    def _readable_checkpoint(self) -> tuple[CheckpointRecord | None, dict[str, Any]]:
+        """The newest checkpoint whose file reads; a torn or lost newer one is forgotten, so
+        the search goes on from the one before instead of never resuming."""
+        for checkpoint in self.store.checkpoints(self.search_id)[::-1]:
+            try:
+                return checkpoint, load_checkpoint(checkpoint.path)
+            except ConfigError as e:
+                log.warning("%s; falling back to the checkpoint before it", e)
+                self.store.rewind(self.search_id, checkpoint.epoch - 1)
+        return None, {}
+
+    def _check_controller(self) -> None:
+        """A controller that Ray restarted has reloaded its last update but lost what came
+        after (an open batch, draws since): treat it like a lost replica."""
+        if self._gather([self._controller.incarnation.remote()])[0] != self._incarnation:
+            raise ReplicaLostError("the controller actor was restarted")
 
     def _teardown(self) -> None:
         for actor in [*self._replicas, self._controller]:
@@ -267,13 +310,20 @@ class SearchDriver:
                     errors.append(e)
             for e in errors:
                 if isinstance(e, RayActorError) and e.actor_init_failed:
-                    # An actor that cannot even start (bad data set root, no GPU) will not
-                    # start the next time either: that is the search's error, not a fault.
-                    raise SegnasError(f"an actor could not start: {_cause_line(e)}") from None
+                    # Users' mistakes are raised by the replica's first call, not its
+                    # constructor: an actor that cannot start at all will not start next
+                    # time either.
+                    raise SearchFaultError(f"an actor could not start: {_cause_line(e)}") from None
             for e in errors:
                 if isinstance(e, RayActorError):
                     raise ReplicaLostError(f"an actor died: {_cause_line(e)}") from e
             cause = getattr(first, "cause", None)
+            if isinstance(cause, RewardError):
+                # Only a restarted controller forgets the batch it handed out.
+                raise ReplicaLostError(f"the controller lost its batch: {cause}") from None
+            if _is_collective_failure(cause):
+                # A peer's node may take longer than the settle time to be declared dead.
+                raise ReplicaLostError(f"a collective failed: {_cause_line(first)}") from None
             if isinstance(cause, SegnasError):
                 raise cause from None  # the user's mistake, in its own words
             raise first.as_instanceof_cause() from None
@@ -294,6 +344,8 @@ class SearchDriver:
             best_reward=best.reward,
             best_arch=best.arch,
         )
+        steps = self.info["steps_per_epoch"]
+        self._report(epoch=start_epoch, phase="shared", step=0, steps=steps, best=best)
         for epoch in range(start_epoch, spec.epochs):
             started = time.perf_counter()
             loss, lr = self._shared_phase(epoch)
@@ -348,6 +400,7 @@ class SearchDriver:
         last: dict[str, float] = {}
         for step in range(phase.steps):
             self._check_stop()
+            self._check_controller()
             batch = self._gather([self._controller.sample_batch.remote()])[0]
             size = len(batch.samples)
             first_slot = (epoch * phase.steps + step) * size
@@ -403,18 +456,26 @@ class SearchDriver:
             archs.append(tuple(self._gather([self._controller.greedy.remote()])[0]))
         version = self._gather([self._controller.version.remote()])[0]
         self._report(epoch=spec.epochs, phase="derive", step=0, steps=len(archs))
-        # Each distinct architecture is scored once, on the replica its turn falls to.
+        self._check_controller()
+        # Each distinct architecture is scored once, on the replica its turn falls to, one
+        # small chunk per replica at a time: progress and cancellation between chunks.
         unique = list(dict.fromkeys(archs))
         n = len(self._replicas)
-        refs = [
-            self._replicas[r].score_split.remote(
-                unique[r::n], spec.controller_phase.batch_size, derive.max_batches
-            )
-            for r in range(n)
-        ]
+        chunk = n * DERIVE_CHUNK
         scored: dict[tuple[int, ...], dict[str, float]] = {}
-        for r, metrics in enumerate(self._gather(refs)):
-            scored.update(zip(unique[r::n], metrics, strict=True))
+        for first in range(0, len(unique), chunk):
+            self._check_stop()
+            part = unique[first : first + chunk]
+            refs = [
+                self._replicas[r].score_split.remote(
+                    part[r::n], spec.controller_phase.batch_size, derive.max_batches
+                )
+                for r in range(n)
+            ]
+            for r, metrics in enumerate(self._gather(refs)):
+                scored.update(zip(part[r::n], metrics, strict=True))
+            done = sum(1 for a in archs if a in scored)
+            self._report(epoch=spec.epochs, phase="derive", step=done, steps=len(archs))
         rows = [
             _sample_row("derive", spec.epochs, 0, i, arch, scored[arch], spec.reward, version)
             for i, arch in enumerate(archs)
@@ -518,6 +579,16 @@ def _sample_row(
 
 def _tuple_or_none(arch: Sequence[int] | None) -> tuple[int, ...] | None:
     return None if arch is None else tuple(arch)
+
+
+def _is_collective_failure(error: BaseException | None) -> bool:
+    """An error raised inside a torch.distributed collective because a peer went away."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(
+        word in text for word in ("gloo", "nccl", "connection closed", "connection reset")
+    )
 
 
 def _cause_line(error: BaseException) -> str:

@@ -11,8 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
         choices=("upgrade", "downgrade", "current"),
-        help="upgrade: apply the migrations; downgrade: undo them down to --revision "
-        "(default: base, an empty database); current: print the schema revision",
+        help="upgrade: apply the migrations; downgrade: undo them down to --revision (give "
+        "'base' to drop every table); current: print the schema revision",
     )
     parser.add_argument(
         "--db",
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="database URL (default: DATABASE_URL, else SQLite in the data folder)",
     )
     parser.add_argument(
-        "--revision", help="target revision (default: head for upgrade, base for downgrade)"
+        "--revision", help="target revision (default head for upgrade; downgrade needs it)"
     )
     add_json_argument(parser)
 
@@ -28,12 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from storage.engine import database_url, make_engine
     from storage.migrate import current_revision, downgrade, head_revision, upgrade
+    from supernet.errors import ConfigError
 
     url = database_url(args.db)
     if args.action == "upgrade":
         upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
-        downgrade(url, args.revision or "base")
+        if not args.revision:
+            raise ConfigError(
+                "downgrade needs --revision: a revision to go back to, or 'base' to drop "
+                "every segnas table and its data"
+            )
+        downgrade(url, args.revision)
     engine = make_engine(url)
     try:
         revision = current_revision(engine)

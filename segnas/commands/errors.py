@@ -24,4 +24,17 @@ def user_error_message(error: BaseException) -> str | None:
         return format_validation_error(error)
     if isinstance(error, OSError) and error.filename:
         return f"{error.strerror}: {error.filename}"
+    return _database_error_message(error)
+
+
+def _database_error_message(error: BaseException) -> str | None:
+    """A database that cannot be reached, or a migration revision that does not exist."""
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(error, OperationalError):
+        detail = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        return f"cannot use the database: {detail}"
+    module = type(error).__module__
+    if module.startswith("alembic") and type(error).__name__ == "CommandError":
+        return f"migration: {error}"
     return None
