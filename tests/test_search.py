@@ -273,3 +273,46 @@ def test_a_gpu_search_on_a_machine_without_gpus_is_refused_not_left_waiting(
     with pytest.raises(ConfigError, match=r"resources\.gpus_per_replica=0"):
         run(store, tmp_path, spec, on_created=created.append)
     assert store.get(created[0]).status == "failed"
+
+
+def test_a_controller_restarted_by_ray_is_recovered_and_the_rows_stay_exact(
+    reference: dict, store: SearchStore, tmp_path: Path
+) -> None:
+    spec = reference[1]["spec"]
+    search_id = store.create(spec.model_dump(mode="json")).id
+    killed: list[bool] = []
+    driver: SearchDriver
+
+    def restart_the_controller(p: SearchProgress) -> None:
+        # Mid controller phase: Ray restarts it from its state file, which lacks the batch
+        # in flight and the draws since the last update.
+        if not killed and (p.epoch, p.phase, p.step) == (1, "controller", 1):
+            killed.append(True)
+            ray.kill(driver.controller, no_restart=False)
+
+    driver = SearchDriver(
+        spec, store=store, checkpoint_dir=tmp_path / "ckpt", on_progress=restart_the_controller
+    )
+    outcome = driver.run(search_id)
+    assert killed and outcome.recoveries == 1
+    assert rows(store, search_id) == reference[1]["rows"]
+
+
+def test_an_unreadable_last_checkpoint_falls_back_to_the_one_before(
+    reference: dict, store: SearchStore, tmp_path: Path
+) -> None:
+    spec = reference[1]["spec"]
+    on_progress, should_stop = stop_at(epoch=2, phase="controller", step=1)
+    created: list[str] = []
+    with pytest.raises(SearchCancelledError):
+        run(
+            store, tmp_path, spec, on_created=created.append, on_progress=on_progress,
+            should_stop=should_stop,
+        )  # fmt: skip
+    search_id = created[0]
+    last = store.last_checkpoint(search_id)
+    assert last is not None and last.epoch == 1
+    Path(last.path).write_bytes(b"torn")  # as if the disk lost the end of the write
+
+    run_search(resume=search_id, store=store, checkpoint_dir=tmp_path / "ckpt")
+    assert rows(store, search_id) == reference[1]["rows"]

@@ -151,6 +151,11 @@ class SearchDriver:
         """The replica actors of the current group (empty when none runs)."""
         return list(self._replicas)
 
+    @property
+    def controller(self) -> Any:
+        """The controller actor of the current group (None when none runs)."""
+        return self._controller
+
     # entry point
 
     def run(self, search_id: str) -> SearchOutcome:
