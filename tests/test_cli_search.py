@@ -115,3 +115,52 @@ def test_search_mistakes_are_one_line_and_exit_2(
     lines = [line for line in done.stderr.splitlines() if line.startswith("segnas: error:")]
     assert len(lines) == 1 and message in lines[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+def test_sigterm_marks_the_search_cancelled_and_it_resumes(tmp_path: Path) -> None:
+    """A search stopped by SIGTERM is left resumable, and resuming it finishes it."""
+    import signal
+    import sqlite3
+    import time
+
+    env = {
+        **os.environ,
+        "SEGNAS_DATA_DIR": str(tmp_path / "data"),
+        "RAY_AUTH_MODE": "disabled",
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("RAY_ADDRESS", None)
+    search = subprocess.Popen(
+        [sys.executable, "-m", "segnas.cli", "search", "--config", str(TINY), "--set", "epochs=40"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = tmp_path / "data" / "segnas.db"
+    # Wait for a state, not a time: the first epoch's checkpoint row exists.
+    deadline = 300
+    for _ in range(deadline * 10):
+        if search.poll() is not None:
+            break
+        if db.exists():
+            with sqlite3.connect(db) as conn:
+                try:
+                    if conn.execute("select count(*) from checkpoints").fetchone()[0]:
+                        break
+                except sqlite3.OperationalError:
+                    pass  # tables not created yet
+        time.sleep(0.1)
+    assert search.poll() is None, search.stderr.read()[-2000:] if search.stderr else ""
+    search.send_signal(signal.SIGTERM)
+    _, stderr = search.communicate(timeout=120)
+    assert search.returncode == 130, stderr[-2000:]
+    assert "segnas search --resume" in stderr
+    with sqlite3.connect(db) as conn:
+        search_id, status = conn.execute("select id, status from searches").fetchone()
+    assert status == "cancelled"
+
+    resumed = segnas(tmp_path, "search", "--resume", search_id, "--json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "succeeded"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from workers.entry import open_store, run_search
 
     store = open_store(args.db)
+    # SIGTERM (a scheduler, `kill`) stops the search like Ctrl-C: marked cancelled, resumable.
+    # (ray.init installs its own SIGTERM handler, which raises SystemExit: caught below too.)
+    signal.signal(signal.SIGTERM, _interrupt)
     bar = _ProgressBar()
     search_id: list[str] = []
     try:
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             on_created=search_id.append,
             on_progress=bar.update,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         bar.close()
         if search_id:
             print(
@@ -98,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     print_table(rows, ["validation metric", "value"])
     print(f"reward: {outcome.reward} = {outcome.best_reward:.4f}")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class _ProgressBar:
