@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if message is None:
             raise
         print(f"segnas: error: {message}", file=sys.stderr)
-        return 2
+        from supernet.errors import SearchFaultError
+
+        return 1 if isinstance(error, SearchFaultError) else 2  # 2: change the input
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.config import ReinforceConfig
-from supernet.data.specs import DatasetSpec, DigitsSpec
-from supernet.errors import ConfigError
+from supernet.data.specs import DATASET_KINDS, DatasetSpec, DigitsSpec
+from supernet.errors import ConfigError, validation_problems
 from supernet.space import CELL_NAMES, SearchSpace
 
 RewardName = Literal["accuracy", "miou", "miou_plus"]
@@ -202,23 +202,7 @@ def parse_search_spec(data: Mapping[str, Any]) -> SearchSpec:
 
 def describe_errors(exc: ValidationError) -> str:
     """``invalid search spec: shared.lr: Input should be greater than 0 (got -1); ...``."""
-    problems = []
-    for err in exc.errors():
-        # A discriminated union puts its tag in the location (dataset.digits.images): drop it.
-        loc = [str(p) for p in err["loc"]]
-        if len(loc) >= 2 and loc[0] == "dataset" and loc[1] in ("digits", "voc", "folder"):
-            del loc[1]
-        field = ".".join(loc)
-        prefix = f"{field}: " if field else ""
-        if err["type"] == "extra_forbidden":
-            problems.append(f"unknown field {field!r}")
-        elif err["type"] == "missing":
-            problems.append(f"{prefix}required field is missing")
-        elif err["type"] == "value_error":
-            problems.append(prefix + err["msg"].removeprefix("Value error, "))
-        else:
-            problems.append(f"{prefix}{err['msg']} (got {err.get('input')!r})")
-    return "invalid search spec: " + "; ".join(problems)
+    return "invalid search spec: " + validation_problems(exc, drop=DATASET_KINDS)
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from controller.actor import ControllerActor
 from controller.batcher import RewardError
 from segnas.spec import SearchSpec
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
-from supernet.errors import ConfigError, SegnasError
+from supernet.errors import ConfigError, SearchFaultError, SegnasError
 from supernet.network import build_child
 from supernet.profile import count_params
 from workers.actors import ReplicaActor
@@ -58,11 +58,6 @@ class SearchCancelledError(SegnasError):
 
 class ReplicaLostError(SegnasError):
     """A replica (or the controller) died: the group must be rebuilt from a checkpoint."""
-
-
-class SearchFaultError(SegnasError):
-    """The infrastructure failed (actors kept dying, an actor could not start): not something
-    the spec can fix, so a service should not answer it with a 4xx."""
 
 
 @dataclass(frozen=True)

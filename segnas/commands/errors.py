@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from supernet.errors import SegnasError
+from supernet.errors import SearchFaultError, SegnasError, validation_problems
 
 
 def format_validation_error(error: ValidationError) -> str:
-    """``field: problem; field: problem`` for a pydantic error, without pydantic's URLs."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or error.title
-        parts.append(f"{where}: {item['msg']}")
-    return f"invalid {error.title}: " + "; ".join(parts)
+    """``invalid Model: field: problem; ...`` for a pydantic error, without pydantic's URLs."""
+    return f"invalid {error.title}: {validation_problems(error)}"
 
 
 def user_error_message(error: BaseException) -> str | None:
     """The message to print for a user error, or None for a bug (which keeps its traceback)."""
-    if isinstance(error, SegnasError):
+    if isinstance(error, SegnasError | SearchFaultError):
         return str(error)
     if isinstance(error, ValidationError):
         return format_validation_error(error)

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from supernet.errors import DatasetError
+from supernet.errors import DatasetError, validation_problems
 
 
 def _ordered(pair: tuple[Any, Any]) -> tuple[Any, Any]:
@@ -149,6 +149,7 @@ DatasetSpec = Annotated[AnyDatasetSpec, Field(discriminator="kind")]
 """Any data set spec, told apart by its ``kind`` field."""
 
 _KINDS: dict[str, type[_Spec]] = {"digits": DigitsSpec, "voc": VocSpec, "folder": FolderSpec}
+DATASET_KINDS: tuple[str, ...] = tuple(_KINDS)
 _ADAPTER: TypeAdapter[AnyDatasetSpec] = TypeAdapter(DatasetSpec)
 
 
@@ -178,20 +179,7 @@ def _describe(kind: str, exc: ValidationError) -> str:
     """The problems in one line, e.g. ``invalid 'digits' data set spec: images: Input should be
     greater than or equal to 1 (got 0)``."""
     known = ", ".join(_KINDS[kind].model_fields)
-    problems = []
-    for err in exc.errors():
-        # The discriminated union puts the tag first in the location: drop it.
-        loc = [str(part) for part in err["loc"]]
-        if loc and loc[0] == kind:
-            loc = loc[1:]
-        field = ".".join(loc)
-        prefix = f"{field}: " if field else ""  # no field: a check across fields
-        if err["type"] == "extra_forbidden":
-            problems.append(f"unknown field {field!r} (fields of kind {kind!r}: {known})")
-        elif err["type"] == "missing":
-            problems.append(f"{prefix}required field is missing")
-        elif err["type"] == "value_error":
-            problems.append(prefix + err["msg"].removeprefix("Value error, "))
-        else:
-            problems.append(f"{prefix}{err['msg']} (got {err.get('input')!r})")
-    return f"invalid {kind!r} data set spec: " + "; ".join(problems)
+    problems = validation_problems(
+        exc, drop=(kind,), unknown_hint=f" (fields of kind {kind!r}: {known})"
+    )
+    return f"invalid {kind!r} data set spec: {problems}"
