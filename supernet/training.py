@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +107,17 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+class OptimizerSettings(Protocol):
+    """What choosing an optimiser reads: ``TrainConfig`` and the search's shared-weight spec."""
+
+    optimizer: Literal["adam", "sgd"]
+    lr: float | None
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+
+
+def make_optimizer(model: nn.Module, config: OptimizerSettings) -> torch.optim.Optimizer:
     """The optimiser ``config`` names, with its default learning rate unless one is given."""
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
     if config.optimizer == "sgd":

@@ -30,8 +30,8 @@ from supernet.metrics import Metrics
 from supernet.network import SuperNet
 from supernet.scoring import score_architectures
 from supernet.space import SearchSpace
-from supernet.training import autocast, segmentation_loss
-from workers.schedule import make_shared_optimizer, make_shared_scheduler
+from supernet.training import autocast, make_optimizer, segmentation_loss
+from workers.schedule import make_shared_scheduler
 
 GROUP_TIMEOUT = timedelta(minutes=10)
 
@@ -104,7 +104,7 @@ class SupernetReplica:
         torch.manual_seed(self.spec.seed)
         self.net = SuperNet(self.space).to(self.device)
         self.steps_per_epoch = self._steps_per_epoch()
-        self.optimizer = make_shared_optimizer(self.net, shared)
+        self.optimizer = make_optimizer(self.net, shared)
         self.scheduler = make_shared_scheduler(self.optimizer, shared, self.steps_per_epoch)
         # Each rank's own stream for augmentation from here on.
         torch.manual_seed(self.spec.seed * 1_000_003 + rank + 1)
@@ -208,17 +208,11 @@ class SupernetReplica:
         """Average the used parameters' gradients (and the loss) over the group, in place."""
         if not self._group:
             return float(loss)
-        grads = [p.grad for p in self._with_grad()]
         # Every rank ran the same architecture, so the same parameters have gradients, in the
-        # same order: one flat buffer, one all-reduce.
-        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1).float()])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-        return float(flat[-1])
+        # same order.
+        loss = loss.reshape(1).float()
+        _all_reduce_mean([p.grad for p in self._with_grad()] + [loss], self.world_size)
+        return float(loss)
 
     def _average_norm_buffers(self) -> None:
         if not self._group:
@@ -230,13 +224,7 @@ class SupernetReplica:
             for b in (m.running_mean, m.running_var)
             if b is not None
         ]
-        flat = torch.cat([b.reshape(-1) for b in buffers])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for b in buffers:
-            b.copy_(flat[offset : offset + b.numel()].view_as(b))
-            offset += b.numel()
+        _all_reduce_mean(buffers, self.world_size)
 
     # controller and derive phases
 
@@ -330,6 +318,17 @@ class SupernetReplica:
         if self._group:
             dist.destroy_process_group()
             self._group = False
+
+
+def _all_reduce_mean(tensors: list[Tensor], world_size: int) -> None:
+    """Replace each tensor by its mean over the group: one flat buffer, one all-reduce."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def _scalars(metrics: Metrics) -> dict[str, Any]:

@@ -1,31 +1,16 @@
-"""The shared weights' optimizer and its cosine schedule with warm restarts (ENAS's)."""
+"""The shared weights' schedule: cosine with warm restarts (ENAS's). Their optimizer is
+``supernet.training.make_optimizer``, the same choice as for a child."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from segnas.spec import SharedSpec
-
-DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3}
+from supernet.training import DEFAULT_LR
 
 
 def shared_lr(shared: SharedSpec) -> float:
     return shared.lr if shared.lr is not None else DEFAULT_LR[shared.optimizer]
-
-
-def make_shared_optimizer(net: nn.Module, shared: SharedSpec) -> torch.optim.Optimizer:
-    """SGD with (Nesterov) momentum as in ENAS, or AdamW."""
-    lr = shared_lr(shared)
-    if shared.optimizer == "sgd":
-        return torch.optim.SGD(
-            net.parameters(),
-            lr=lr,
-            momentum=shared.momentum,
-            nesterov=shared.nesterov and shared.momentum > 0,
-            weight_decay=shared.weight_decay,
-        )
-    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=shared.weight_decay)
 
 
 def make_shared_scheduler(
