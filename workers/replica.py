@@ -238,16 +238,7 @@ class SupernetReplica:
         """Score each ``(arch, minibatch index)`` on that one validation minibatch."""
         archs = [arch for arch, _ in items]
         batches = [[self._val_batch(b, batch_size)] for _, b in items]
-        metrics = score_architectures(
-            self.net,
-            archs,
-            batches,
-            num_classes=self.data.num_classes,
-            ignore_index=self.data.ignore_index,
-            device=self.device,
-            per_arch_batches=True,
-        )
-        return [_scalars(m) for m in metrics]
+        return self._score(archs, batches, per_arch_batches=True)
 
     def score_split(
         self, archs: Sequence[Sequence[int]], batch_size: int, max_batches: int | None = None
@@ -257,6 +248,11 @@ class SupernetReplica:
         if max_batches is not None:
             count = min(count, max_batches)
         batches = [self._val_batch(b, batch_size) for b in range(count)]
+        return self._score(archs, batches, per_arch_batches=False)
+
+    def _score(
+        self, archs: Sequence[Sequence[int]], batches: list, *, per_arch_batches: bool
+    ) -> list[dict[str, Any]]:
         metrics = score_architectures(
             self.net,
             archs,
@@ -264,6 +260,7 @@ class SupernetReplica:
             num_classes=self.data.num_classes,
             ignore_index=self.data.ignore_index,
             device=self.device,
+            per_arch_batches=per_arch_batches,
         )
         return [_scalars(m) for m in metrics]
 
