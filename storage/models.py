@@ -62,6 +62,7 @@ class Search(Base):
     """One search: its spec, where it stands, and its best architecture so far."""
 
     __tablename__ = "searches"
+    __table_args__ = (Index("ix_searches_created_at_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
@@ -76,6 +77,12 @@ class Search(Base):
     progress: Mapped[dict[str, Any] | None]
     best_arch: Mapped[list[int] | None]
     best_reward: Mapped[float | None] = mapped_column(Float)
+    # A retried POST /searches with the same key finds this row instead of adding one.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, index=True)
+    # The dispatcher lease: who runs the search and when it last said it still does.
+    worker: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Sample(Base):

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.engine import make_engine, session_scope
@@ -21,6 +22,14 @@ from supernet.errors import SegnasError
 
 class SearchNotFoundError(SegnasError):
     """No search has the id asked for."""
+
+
+class IdempotencyConflictError(SegnasError):
+    """An idempotency key already names a search made from another spec."""
+
+
+ACTIVE_STATUSES = ("queued", "running", "cancelling")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 class _Record(BaseModel):
@@ -39,6 +48,10 @@ class SearchRecord(_Record):
     progress: dict[str, Any] | None
     best_arch: list[int] | None
     best_reward: float | None
+    updated_at: datetime
+    worker: str | None = None
+    heartbeat_at: datetime | None = None
+    attempts: int = 0
 
 
 class SampleRecord(_Record):
@@ -56,6 +69,23 @@ class SampleRecord(_Record):
     miou: float
     miou_plus: float
     policy_version: int
+
+
+class StoredSampleRecord(SampleRecord):
+    """A sample as read back: with its row id (the cursor of paging) and time."""
+
+    id: int
+    created_at: datetime
+
+
+class RewardPoint(_Record):
+    """One controller step of the reward curve."""
+
+    epoch: int
+    step: int
+    samples: int
+    mean_reward: float
+    max_reward: float
 
 
 class EpochRecord(_Record):
@@ -110,19 +140,71 @@ class SearchStore:
     def create(
         self, spec: dict[str, Any], *, name: str | None = None, status: str = "queued"
     ) -> SearchRecord:
-        row = Search(id=uuid.uuid4().hex, name=name, spec=spec, status=status)
+        return self.submit(spec, name=name, status=status)[0]
+
+    def submit(
+        self,
+        spec: dict[str, Any],
+        *,
+        name: str | None = None,
+        status: str = "queued",
+        idempotency_key: str | None = None,
+    ) -> tuple[SearchRecord, bool]:
+        """Insert a search; with ``idempotency_key``, the search that key made already, if any.
+
+        Returns:
+            The search, and whether this call created it.
+
+        Raises:
+            IdempotencyConflictError: the key made a search from a different spec.
+        """
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(idempotency_key, spec)
+            if existing is not None:
+                return existing, False
+        row = Search(
+            id=uuid.uuid4().hex,
+            name=name,
+            spec=spec,
+            status=status,
+            idempotency_key=idempotency_key,
+        )
+        try:
+            with self._session() as s:
+                s.add(row)
+        except IntegrityError:
+            # Two retries raced past the lookup and the unique key let one in: answer with it.
+            if idempotency_key is None:
+                raise
+            existing = self._by_idempotency_key(idempotency_key, spec)
+            if existing is None:
+                raise
+            return existing, False
+        return SearchRecord.model_validate(row), True
+
+    def _by_idempotency_key(self, key: str, spec: dict[str, Any]) -> SearchRecord | None:
         with self._session() as s:
-            s.add(row)
-        return SearchRecord.model_validate(row)
+            row = s.scalars(select(Search).where(Search.idempotency_key == key)).first()
+            if row is None:
+                return None
+            if row.spec != spec:
+                raise IdempotencyConflictError(
+                    f"Idempotency-Key {key!r} was used for search {row.id} with another spec; "
+                    "use a new key for a new search"
+                )
+            return SearchRecord.model_validate(row)
 
     def get(self, search_id: str) -> SearchRecord:
         with self._session() as s:
             return SearchRecord.model_validate(_find(s, search_id))
 
     def mark_running(self, search_id: str) -> None:
+        """The driver starts (or resumes) the search. A cancel asked for in the meantime
+        (``cancelling``) stays: the driver's first step boundary then stops it."""
         with self._session() as s:
             row = _find(s, search_id)
-            row.status, row.error, row.finished_at = "running", None, None
+            if row.status != "cancelling":
+                row.status, row.error, row.finished_at = "running", None, None
             row.started_at = row.started_at or utcnow()
 
     def mark_finished(self, search_id: str, status: str, *, error: str | None = None) -> None:
@@ -146,6 +228,28 @@ class SearchStore:
             if result.rowcount == 0:
                 raise SearchNotFoundError(f"no search with id {search_id!r}")
 
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 20,
+    ) -> list[SearchRecord]:
+        """Searches newest first; ``before`` is the ``(created_at, id)`` of the last one of the
+        previous page (the keyset cursor, served by ``ix_searches_created_at_id``)."""
+        query = select(Search)
+        if status is not None:
+            query = query.where(Search.status == status)
+        if before is not None:
+            created_at, search_id = before
+            query = query.where(
+                (Search.created_at < created_at)
+                | ((Search.created_at == created_at) & (Search.id < search_id))
+            )
+        query = query.order_by(Search.created_at.desc(), Search.id.desc()).limit(limit)
+        with self._session() as s:
+            return [SearchRecord.model_validate(r) for r in s.scalars(query)]
+
     # samples, epochs, checkpoints, result
 
     def add_samples(self, search_id: str, samples: list[SampleRecord]) -> None:
@@ -165,6 +269,36 @@ class SearchStore:
         query = query.order_by(Sample.phase, Sample.epoch, Sample.step, Sample.index)
         with self._session() as s:
             return [SampleRecord.model_validate(r) for r in s.scalars(query)]
+
+    def sample_page(
+        self, search_id: str, *, after: int | None = None, limit: int = 100, newest_first: bool
+    ) -> list[StoredSampleRecord]:
+        """Samples in the order they were stored (or the reverse); ``after`` is the row id of
+        the last one of the previous page."""
+        query = select(Sample).where(Sample.search_id == search_id)
+        if after is not None:
+            query = query.where(Sample.id < after if newest_first else Sample.id > after)
+        order = Sample.id.desc() if newest_first else Sample.id
+        query = query.order_by(order).limit(limit)
+        with self._session() as s:
+            return [StoredSampleRecord.model_validate(r) for r in s.scalars(query)]
+
+    def reward_curve(self, search_id: str) -> list[RewardPoint]:
+        """Mean and max reward of each controller step, in step order (one grouped query)."""
+        query = (
+            select(
+                Sample.epoch,
+                Sample.step,
+                func.count().label("samples"),
+                func.avg(Sample.reward).label("mean_reward"),
+                func.max(Sample.reward).label("max_reward"),
+            )
+            .where(Sample.search_id == search_id, Sample.phase == "controller")
+            .group_by(Sample.epoch, Sample.step)
+            .order_by(Sample.epoch, Sample.step)
+        )
+        with self._session() as s:
+            return [RewardPoint.model_validate(r, from_attributes=True) for r in s.execute(query)]
 
     def count_samples(self, search_id: str) -> int:
         with self._session() as s:

@@ -1,0 +1,168 @@
+"""``JobQueue``: the Redis stream ``segnas:jobs`` and its consumer group ``dispatchers``.
+
+- ``enqueue`` adds an entry for a search unless one is already live (a Redis set of the ids
+  with an entry makes that one atomic step), so re-enqueueing orphans is always safe.
+- ``read`` hands new entries to one consumer; they stay pending until ``ack``.
+- ``touch`` resets the idle time of a consumer's pending entries: its heartbeat in Redis.
+- ``claim_stale`` takes over entries whose consumer stayed silent (``XAUTOCLAIM``).
+
+A Redis that restarted empty (no persistence) has lost the stream, the group and the set
+together; the group is created again on the next call, and the dispatcher's reconciliation
+re-enqueues every active search from the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, TimeoutError
+
+from supernet.errors import SegnasError
+
+# KEYS: stream, id set; ARGV: search id. Adds the entry only when the id has none live.
+_ENQUEUE = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+    return redis.call('XADD', KEYS[1], '*', 'search_id', ARGV[1])
+end
+return false
+"""
+
+
+class QueueUnavailableError(SegnasError):
+    """Redis does not answer."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stream entry: the id Redis gave it, and the search it names."""
+
+    entry_id: str
+    search_id: str
+
+
+def redis_client(url: str, **kwargs: Any) -> redis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) that answers strings."""
+    try:
+        return redis.Redis.from_url(url, decode_responses=True, **kwargs)
+    except ValueError as e:
+        raise SegnasError(
+            f"{url!r} is not a Redis URL ({e}); use e.g. redis://host:6379/0"
+        ) from None
+
+
+class JobQueue:
+    """The job stream.
+
+    Args:
+        client: a Redis client with ``decode_responses=True``.
+        prefix: key prefix (tests give each run its own).
+    """
+
+    GROUP = "dispatchers"
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "segnas") -> None:
+        self.client = client
+        self.stream = f"{prefix}:jobs"
+        self.members = f"{prefix}:jobs:ids"
+        self._enqueue = client.register_script(_ENQUEUE)
+
+    def ping(self) -> None:
+        """Raises ``QueueUnavailableError`` when Redis does not answer."""
+        self._call(self.client.ping)
+
+    def ensure_group(self) -> None:
+        """Create the stream and the consumer group if they do not exist (first start, or a
+        Redis that restarted empty)."""
+        try:
+            self._call(self.client.xgroup_create, self.stream, self.GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    def enqueue(self, search_id: str) -> bool:
+        """Add an entry for ``search_id``; False when it has one already."""
+        added = self._grouped(self._enqueue, keys=[self.stream, self.members], args=[search_id])
+        return added is not None
+
+    def read(self, consumer: str, count: int, *, block_ms: int = 1000) -> list[Job]:
+        """Up to ``count`` new entries for ``consumer``, waiting at most ``block_ms``."""
+        if count <= 0:
+            return []
+        reply = self._grouped(
+            self.client.xreadgroup,
+            self.GROUP,
+            consumer,
+            {self.stream: ">"},
+            count=count,
+            block=block_ms,
+        )
+        return [job for _stream, entries in reply or [] for job in _jobs(entries)]
+
+    def claim_stale(self, consumer: str, *, min_idle_ms: int, count: int) -> list[Job]:
+        """Take over up to ``count`` entries pending longer than ``min_idle_ms`` (their
+        consumer died or lost its connection)."""
+        if count <= 0:
+            return []
+        reply = self._grouped(
+            self.client.xautoclaim,
+            self.stream,
+            self.GROUP,
+            consumer,
+            min_idle_time=min_idle_ms,
+            start_id="0-0",
+            count=count,
+        )
+        return list(_jobs(reply[1]))
+
+    def touch(self, consumer: str, jobs: list[Job]) -> None:
+        """Reset the idle time of ``jobs`` (this consumer's heartbeat in Redis)."""
+        if jobs:
+            ids = [job.entry_id for job in jobs]
+            self._grouped(
+                self.client.xclaim, self.stream, self.GROUP, consumer, 0, ids, justid=True
+            )
+
+    def ack(self, job: Job) -> None:
+        """The search behind ``job`` needs no more delivery: drop the entry."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.stream, self.GROUP, job.entry_id)
+        pipe.xdel(self.stream, job.entry_id)
+        pipe.srem(self.members, job.search_id)
+        self._call(pipe.execute)
+
+    def pending(self) -> int:
+        """Entries delivered and not yet acknowledged."""
+        info = self._grouped(self.client.xpending, self.stream, self.GROUP)
+        return int(info["pending"])
+
+    def waiting(self) -> list[str]:
+        """Ids of the searches with a live entry (delivered or not)."""
+        return sorted(self._call(self.client.smembers, self.members))
+
+    def _grouped(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn``, after creating the group again if Redis lost it (``NOGROUP``)."""
+        try:
+            return self._call(fn, *args, **kwargs)
+        except ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+        self.ensure_group()
+        return self._call(fn, *args, **kwargs)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (RedisConnectionError, TimeoutError) as e:
+            raise QueueUnavailableError(f"Redis does not answer: {e}") from e
+
+
+def _jobs(entries: list[Any]) -> list[Job]:
+    # XAUTOCLAIM reports entries deleted meanwhile as (id, None).
+    return [
+        Job(entry_id, fields["search_id"])
+        for entry_id, fields in entries
+        if fields and "search_id" in fields
+    ]

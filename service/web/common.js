@@ -1,0 +1,127 @@
+// Helpers shared by the two pages: DOM building, API calls, formatting.
+// Every piece of data reaches the DOM through textContent or attributes, never innerHTML.
+"use strict";
+
+const SEGNAS = (() => {
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+  /** An HTML element: el("td", {class: "num", title: "x"}, "text", childNode, ...). */
+  function el(tag, attrs = {}, ...children) {
+    return build(document.createElement(tag), attrs, children);
+  }
+
+  /** An SVG element, same signature as el(). */
+  function svg(tag, attrs = {}, ...children) {
+    return build(document.createElementNS(SVG_NS, tag), attrs, children);
+  }
+
+  function build(node, attrs, children) {
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value !== null && value !== undefined && value !== false) {
+        node.setAttribute(key, String(value));
+      }
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  /** An error carrying the API's error body ({"detail": ..., "errors": [...]}). */
+  class ApiError extends Error {
+    constructor(status, body) {
+      super(describeError(status, body));
+      this.status = status;
+      this.body = body;
+    }
+  }
+
+  function describeError(status, body) {
+    const detail = body && typeof body.detail === "string" ? body.detail : null;
+    return detail || `the server answered ${status}`;
+  }
+
+  /** GET a JSON document; throws ApiError on a non-2xx answer. */
+  async function getJSON(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    return readJSON(response);
+  }
+
+  /** The JSON body of a response; throws ApiError unless it is 2xx. */
+  async function readJSON(response) {
+    let body = null;
+    const text = await response.text();
+    if (text) {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = { detail: text.slice(0, 300) };
+      }
+    }
+    if (!response.ok) throw new ApiError(response.status, body);
+    return body;
+  }
+
+  /** A random UUID. crypto.randomUUID exists only in secure contexts (https, localhost); a
+   * service reached over plain http on another host still needs idempotency keys. */
+  function uuid() {
+    if (window.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    const part = (from, to) => hex.slice(from, to);
+    return `${part(0, 8)}-${part(8, 12)}-${part(12, 16)}-${part(16, 20)}-${part(20, 32)}`;
+  }
+
+  function isTerminal(status) {
+    return TERMINAL.has(status);
+  }
+
+  function statusBadge(status, attrs = {}) {
+    return el("span", { ...attrs, class: `badge badge-${status}` }, status);
+  }
+
+  /** A progress bar; fraction in [0, 1] or null (an empty bar). */
+  function progressBar(fraction, attrs = {}) {
+    const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
+    const pct = Math.round(f * 100);
+    return el(
+      "div",
+      { ...attrs, class: "progress", role: "progressbar", "aria-valuemin": 0,
+        "aria-valuemax": 100, "aria-valuenow": pct, title: `${pct}%` },
+      el("div", { class: "progress-fill", style: `width: ${pct}%` }),
+    );
+  }
+
+  /** The paper's notation for an architecture: one cell index per encoder layer, "2 2 0 1". */
+  function archString(arch) {
+    return Array.isArray(arch) ? arch.join(" ") : "";
+  }
+
+  function formatNumber(value, digits = 3) {
+    return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "–";
+  }
+
+  function formatTime(iso) {
+    if (!iso) return "–";
+    const date = new Date(iso);
+    return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+  }
+
+  /** A time element: the local time, with the server's ISO string as its tooltip. */
+  function timeElement(iso) {
+    return el("time", { datetime: iso || null, title: iso || null }, formatTime(iso));
+  }
+
+  function shortId(id) {
+    return typeof id === "string" ? id.slice(0, 8) : "";
+  }
+
+  return {
+    ApiError, archString, el, formatNumber, formatTime, getJSON, isTerminal, progressBar,
+    readJSON, shortId, statusBadge, svg, timeElement, uuid,
+  };
+})();
