@@ -1,0 +1,141 @@
+"""The FastAPI application: ``create_app`` wires settings, the database and the job queue.
+
+The API process imports neither torch nor Ray; specs are validated by ``segnas.spec``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobqueue import JobQueue, QueueUnavailableError, redis_client
+from segnas import __version__
+from service.limits import BodyGuard
+from service.schemas import Health
+from service.searches import WEB_DIR
+from service.searches import router as searches_router
+from service.settings import Settings
+from storage.leases import SearchLeases
+from storage.searches import IdempotencyConflictError, SearchNotFoundError, SearchStore
+from supernet.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: SearchStore | None = None,
+    queue: JobQueue | None = None,
+) -> FastAPI:
+    """The API. ``store`` and ``queue`` default to the ones ``settings`` name; the caller
+    that passes its own keeps ownership of it."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store, own_queue = store is None, queue is None
+        app.state.store = store or SearchStore(settings.database_url)
+        if queue is None and settings.redis_url is None:
+            raise ConfigError("REDIS_URL is not set (segnas serve starts an embedded Redis)")
+        app.state.queue = queue or JobQueue(
+            redis_client(settings.redis_url or "", socket_timeout=5), prefix=settings.queue_prefix
+        )
+        app.state.leases = SearchLeases(app.state.store)
+        app.state.settings = settings
+        try:
+            yield
+        finally:
+            if own_queue:
+                app.state.queue.client.close()
+            if own_store:
+                app.state.store.close()
+
+    app = FastAPI(
+        title="segnas",
+        version=__version__,
+        description="ENAS neural architecture search for semantic segmentation, as a service.",
+        lifespan=lifespan,
+    )
+    app.include_router(searches_router)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    def healthz(request: Request) -> JSONResponse:
+        """Whether the database and Redis answer."""
+        database = redis = "ok"
+        try:
+            with request.app.state.store.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as e:
+            database = _first_line(e)
+        try:
+            request.app.state.queue.ping()
+        except QueueUnavailableError as e:
+            redis = str(e)
+        ok = database == redis == "ok"
+        health = Health(status="ok" if ok else "unavailable", database=database, redis=redis)
+        return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error a client can cause is a 4xx with a ``detail`` line; an unreachable
+    database is a 503, never a 500 with a traceback."""
+
+    def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        for e in exc.errors():
+            if e.get("type") == "json_invalid":
+                reason = (e.get("ctx") or {}).get("error", "")
+                return problem(422, f"the body is not valid JSON ({reason})".replace(" ()", ""))
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        lines = [f"{'.'.join(e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors[:5]]
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return problem(422, "; ".join(lines) + more, errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(SearchNotFoundError)
+    async def not_found(_request: Request, exc: SearchNotFoundError) -> JSONResponse:
+        return problem(404, str(exc))
+
+    @app.exception_handler(IdempotencyConflictError)
+    async def conflict(_request: Request, exc: IdempotencyConflictError) -> JSONResponse:
+        return problem(409, str(exc))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_down(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.error("database error: %s", _first_line(exc))
+        return problem(503, "the database is unavailable; try again shortly")
+
+
+def _first_line(error: BaseException) -> str:
+    text_ = str(getattr(error, "orig", None) or error).strip()
+    return text_.splitlines()[0] if text_ else type(error).__name__

@@ -1,0 +1,156 @@
+"""What the API answers: pydantic models for every response body."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from storage.searches import SearchRecord
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+    phase: Literal["shared", "controller", "derive"]
+    step: int
+    steps: int
+    samples: int
+    fraction: float = Field(description="share of the whole search done, 0 to 1")
+
+
+class Best(BaseModel):
+    arch: list[int]
+    reward: float
+
+
+class Links(BaseModel):
+    self: str
+    architectures: str
+    rewards: str
+    result: str
+    cancel: str
+    page: str
+
+
+class SearchOut(BaseModel):
+    id: str
+    name: str | None
+    status: Status
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    progress: Progress | None
+    best: Best | None
+    error: str | None
+    attempts: int
+    spec: dict[str, Any]
+    links: Links
+
+    @classmethod
+    def of(cls, record: SearchRecord) -> SearchOut:
+        base = f"/searches/{record.id}"
+        best = None
+        if record.best_arch is not None and record.best_reward is not None:
+            best = Best(arch=record.best_arch, reward=record.best_reward)
+        return cls(
+            id=record.id,
+            name=record.name,
+            status=record.status,  # type: ignore[arg-type]
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            updated_at=record.updated_at,
+            progress=_progress(record),
+            best=best,
+            error=record.error,
+            attempts=record.attempts,
+            spec=record.spec,
+            links=Links(
+                self=base,
+                architectures=f"{base}/architectures",
+                rewards=f"{base}/rewards",
+                result=f"{base}/result",
+                cancel=f"{base}/cancel",
+                page=base,
+            ),
+        )
+
+
+def _progress(record: SearchRecord) -> Progress | None:
+    p = record.progress
+    if not p:
+        return None
+    # Each epoch counts one unit (half shared training, half controller), derive one more.
+    epochs = max(1, int(p["epochs"]))
+    within = p["step"] / p["steps"] if p.get("steps") else 0.0
+    if p["phase"] == "derive":
+        done = epochs + within
+    else:
+        done = p["epoch"] + (0.5 if p["phase"] == "controller" else 0.0) + 0.5 * within
+    fraction = 1.0 if record.status == "succeeded" else min(1.0, done / (epochs + 1))
+    return Progress(**p, fraction=round(fraction, 4))
+
+
+class SearchPage(BaseModel):
+    items: list[SearchOut]
+    next: str | None = Field(description="cursor of the next page (`after=`); null at the end")
+
+
+class ArchitectureOut(BaseModel):
+    id: int
+    phase: Literal["controller", "derive"]
+    epoch: int
+    step: int
+    index: int
+    arch: list[int]
+    reward: float
+    accuracy: float
+    mean_precision: float
+    mean_recall: float
+    miou: float
+    miou_plus: float
+    policy_version: int
+    created_at: datetime
+
+
+class ArchitecturePage(BaseModel):
+    items: list[ArchitectureOut]
+    next: str | None
+
+
+class RewardPointOut(BaseModel):
+    epoch: int
+    step: int
+    samples: int
+    mean_reward: float
+    max_reward: float
+    best_so_far: float
+
+
+class RewardCurve(BaseModel):
+    points: list[RewardPointOut]
+
+
+class ResultOut(BaseModel):
+    arch: list[int]
+    reward: float
+    metrics: dict[str, Any]
+    params: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: str
+    redis: str
+
+
+class Problem(BaseModel):
+    """Every error body: one line, plus the field errors of a 422."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,206 @@
+"""The ``/searches`` resource: submit, list, read, page samples, reward curve, result, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from jobqueue import QueueUnavailableError
+from segnas.spec import SearchSpec
+from service.cursors import (
+    CursorError,
+    decode_sample_cursor,
+    decode_search_cursor,
+    encode_search_cursor,
+)
+from service.schemas import (
+    ArchitectureOut,
+    ArchitecturePage,
+    Problem,
+    ResultOut,
+    RewardCurve,
+    RewardPointOut,
+    SearchOut,
+    SearchPage,
+    Status,
+)
+from storage.leases import CancelOutcome
+from storage.searches import FINISHED_STATUSES
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/searches", tags=["searches"])
+WEB_DIR = Path(__file__).resolve().parent / "web"
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="retries with the same key return the same search",
+    ),
+]
+NOT_FOUND = {404: {"model": Problem, "description": "no search has this id"}}
+
+
+def _search_json(search: SearchOut) -> tuple[bytes, str]:
+    body = search.model_dump_json().encode()
+    return body, f'W/"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SearchOut,
+    responses={
+        200: {"model": SearchOut, "description": "replay of an Idempotency-Key"},
+        409: {"model": Problem, "description": "Idempotency-Key reused with another spec"},
+        413: {"model": Problem, "description": "body too large"},
+        422: {"model": Problem, "description": "invalid spec"},
+    },
+)
+def submit_search(
+    spec: SearchSpec, request: Request, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Queue a search for ``spec`` (the schema of ``configs/*.yaml``)."""
+    state = request.app.state
+    root = getattr(spec.dataset, "root", None)
+    if root is not None and not state.settings.allows_root(Path(root)):
+        allowed = ", ".join(str(r) for r in state.settings.data_roots)
+        raise HTTPException(
+            422, f"dataset.root {str(root)!r} is outside the allowed data folders ({allowed})"
+        )
+    record, created = state.store.submit(
+        spec.model_dump(mode="json"), name=spec.name, idempotency_key=idempotency_key
+    )
+    if created:
+        try:
+            state.queue.enqueue(record.id)
+        except QueueUnavailableError as e:
+            # The row is the truth: a dispatcher's reconciliation enqueues it once Redis is back.
+            log.warning("search %s stays queued in the database only: %s", record.id, e)
+    body, etag = _search_json(SearchOut.of(record))
+    headers = {"Location": f"/searches/{record.id}", "ETag": etag}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body, 201 if created else 200, headers, media_type="application/json")
+
+
+@router.get("", response_model=SearchPage)
+def list_searches(
+    request: Request,
+    status: Status | None = None,
+    after: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> SearchPage:
+    """Searches, newest first, a page at a time."""
+    try:
+        before = None if after is None else decode_search_cursor(after)
+    except CursorError as e:
+        raise HTTPException(422, str(e)) from None
+    rows = request.app.state.store.page(status=status, before=before, limit=limit + 1)
+    items = [SearchOut.of(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return SearchPage(
+        items=items,
+        next=encode_search_cursor(items[-1].created_at, items[-1].id) if more else None,
+    )
+
+
+@router.get(
+    "/{search_id}",
+    response_model=SearchOut,
+    responses={**NOT_FOUND, 304: {"description": "unchanged since the ETag given"}},
+)
+def get_search(
+    search_id: str,
+    request: Request,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """One search. A browser (``Accept: text/html``) gets its web page instead."""
+    if _wants_html(request):
+        return FileResponse(WEB_DIR / "search.html", media_type="text/html")
+    body, etag = _search_json(SearchOut.of(request.app.state.store.get(search_id)))
+    if if_none_match is not None and etag in _etags(if_none_match):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, headers={"ETag": etag}, media_type="application/json")
+
+
+@router.get("/{search_id}/architectures", response_model=ArchitecturePage, responses=NOT_FOUND)
+def list_architectures(
+    search_id: str,
+    request: Request,
+    after: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    order: Literal["asc", "desc"] = "asc",
+) -> ArchitecturePage:
+    """The scored architectures in the order they were stored (``order=desc``: newest first)."""
+    store = request.app.state.store
+    try:
+        cursor = None if after is None else decode_sample_cursor(after)
+    except CursorError as e:
+        raise HTTPException(422, str(e)) from None
+    store.get(search_id)  # 404 for an unknown id, not an empty page
+    rows = store.sample_page(search_id, after=cursor, limit=limit + 1, newest_first=order == "desc")
+    items = [ArchitectureOut.model_validate(r, from_attributes=True) for r in rows[:limit]]
+    return ArchitecturePage(items=items, next=str(items[-1].id) if len(rows) > limit else None)
+
+
+@router.get("/{search_id}/rewards", response_model=RewardCurve, responses=NOT_FOUND)
+def reward_curve(search_id: str, request: Request) -> RewardCurve:
+    """Mean reward of each controller step, and the best reward so far."""
+    store = request.app.state.store
+    store.get(search_id)
+    points, best = [], float("-inf")
+    for p in store.reward_curve(search_id):
+        best = max(best, p.max_reward)
+        points.append(RewardPointOut(**p.model_dump(), best_so_far=best))
+    return RewardCurve(points=points)
+
+
+@router.get(
+    "/{search_id}/result",
+    response_model=ResultOut,
+    responses={**NOT_FOUND, 409: {"model": Problem, "description": "not finished"}},
+)
+def get_result(search_id: str, request: Request) -> ResultOut:
+    """The best derived architecture with its validation metrics and parameter count."""
+    store = request.app.state.store
+    record = store.get(search_id)
+    result = store.result(search_id) if record.status == "succeeded" else None
+    if result is None:
+        if record.status in FINISHED_STATUSES:
+            raise HTTPException(409, f"search {search_id} ended {record.status}: no result")
+        raise HTTPException(409, f"search {search_id} is {record.status}: no result yet")
+    return ResultOut.model_validate(result, from_attributes=True)
+
+
+@router.post(
+    "/{search_id}/cancel",
+    status_code=202,
+    response_model=SearchOut,
+    responses={**NOT_FOUND, 409: {"model": Problem, "description": "already finished"}},
+)
+def cancel_search(search_id: str, request: Request) -> SearchOut:
+    """Cancel: a queued search at once; a running one at its driver's next step boundary."""
+    state = request.app.state
+    outcome = state.leases.request_cancel(search_id)
+    record = state.store.get(search_id)
+    if outcome is CancelOutcome.FINISHED:
+        raise HTTPException(409, f"search {search_id} has already finished ({record.status})")
+    return SearchOut.of(record)
+
+
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+def _etags(header: str) -> set[str]:
+    tags = {t.strip() for t in header.split(",")}
+    return tags | {t.removeprefix("W/") for t in tags} | {f"W/{t}" for t in tags}

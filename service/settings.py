@@ -1,0 +1,54 @@
+"""The service's settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.engine import DATABASE_URL_ENV, data_dir
+
+REDIS_URL_ENV = "REDIS_URL"
+DATA_ROOTS_ENV = "SEGNAS_DATA_ROOTS"
+
+
+class Settings(BaseModel):
+    """Where the service keeps its state, and its limits.
+
+    Args:
+        database_url: ``DATABASE_URL``; None: SQLite in the data folder.
+        redis_url: ``REDIS_URL``; None: ``segnas serve`` starts the embedded Redis.
+        data_dir: ``SEGNAS_DATA_DIR`` (default ``.segnas``).
+        data_roots: folders a spec's ``dataset.root`` may lie in (``SEGNAS_DATA_ROOTS``,
+            ``:``-separated; default the data folder).
+        queue_prefix: Redis key prefix of the job stream.
+        max_body_bytes: larger request bodies are refused with 413.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".segnas")
+    data_roots: tuple[Path, ...] = ()
+    queue_prefix: str = "segnas"
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        folder = data_dir()
+        roots = os.environ.get(DATA_ROOTS_ENV, "")
+        values: dict[str, object] = {
+            "database_url": os.environ.get(DATABASE_URL_ENV) or None,
+            "redis_url": os.environ.get(REDIS_URL_ENV) or None,
+            "data_dir": folder,
+            "data_roots": tuple(Path(p) for p in roots.split(os.pathsep) if p) or (folder,),
+        }
+        values.update(overrides)
+        return cls.model_validate(values)
+
+    def allows_root(self, root: Path) -> bool:
+        """Whether ``root`` lies inside one of ``data_roots`` (links resolved first)."""
+        target = root.expanduser().resolve()
+        return any(target.is_relative_to(r.expanduser().resolve()) for r in self.data_roots)

@@ -1,0 +1,264 @@
+// The search page's two drawings, as inline SVG: the reward curve and the architecture.
+"use strict";
+
+const CHARTS = (() => {
+  const { el, svg, formatNumber } = SEGNAS;
+
+  // ---------------------------------------------------------------------------------------
+  // Reward curve
+  // ---------------------------------------------------------------------------------------
+
+  const CHART = { width: 640, height: 280, left: 52, right: 18, top: 34, bottom: 42 };
+  const SERIES = [
+    { key: "mean_reward", label: "mean reward", cls: "line-mean" },
+    { key: "best_so_far", label: "best so far", cls: "line-best" },
+  ];
+
+  /** Round ticks covering [lo, hi]: steps of 1, 2 or 5 times a power of ten. */
+  function niceTicks(lo, hi, count) {
+    if (!(hi - lo > 1e-9)) {
+      lo -= 0.05;
+      hi += 0.05;
+    }
+    const raw = (hi - lo) / count;
+    const magnitude = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+    const first = Math.floor(lo / step) * step;
+    const last = Math.ceil(hi / step) * step;
+    const ticks = [];
+    for (let i = 0; first + i * step <= last + step / 2; i++) ticks.push(first + i * step);
+    const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    return { lo: first, hi: last, ticks, decimals };
+  }
+
+  /** Draws the reward curve of `points` (GET /searches/{id}/rewards) into `container`. */
+  function drawRewardChart(container, points) {
+    if (!points.length) {
+      container.replaceChildren(el("p", { class: "muted" }, "No controller steps yet."));
+      return;
+    }
+    const { width, height, left, right, top, bottom } = CHART;
+    const values = points.flatMap((p) => SERIES.map((s) => p[s.key])).filter(Number.isFinite);
+    const y = niceTicks(Math.min(...values), Math.max(...values), 5);
+    const xMax = Math.max(1, points.length - 1);
+    const xStep = Math.max(1, Math.ceil(niceTicks(0, xMax, 6).ticks[1] || 1));
+    const px = (i) => left + (points.length === 1 ? 0.5 : i / xMax) * (width - left - right);
+    const py = (v) => top + (1 - (v - y.lo) / (y.hi - y.lo)) * (height - top - bottom);
+
+    const chart = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`, class: "reward-svg", role: "img",
+      "aria-label": `reward per controller step, ${points.length} steps`,
+    });
+    for (const v of y.ticks) {
+      chart.append(
+        svg("line", { x1: left, x2: width - right, y1: py(v), y2: py(v), class: "grid" }),
+        svg("text", { x: left - 6, y: py(v), class: "tick tick-y" }, v.toFixed(y.decimals)),
+      );
+    }
+    for (let i = 0; i < points.length; i += xStep) {
+      chart.append(svg("text", { x: px(i), y: height - bottom + 16, class: "tick tick-x" }, i));
+    }
+    chart.append(...epochMarks(points, px, top, height - bottom));
+    chart.append(
+      svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }),
+      svg("line", {
+        x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis",
+      }),
+      svg("text", { x: (left + width - right) / 2, y: height - 6, class: "axis-label" },
+        "controller step"),
+      svg("text", {
+        x: 14, y: (top + height - bottom) / 2, class: "axis-label",
+        transform: `rotate(-90 14 ${(top + height - bottom) / 2})`,
+      }, "reward"),
+    );
+    for (const series of SERIES) {
+      const xy = points
+        .map((p, i) => [i, p[series.key]])
+        .filter(([, v]) => Number.isFinite(v))
+        .map(([i, v]) => `${px(i).toFixed(1)},${py(v).toFixed(1)}`);
+      chart.append(svg("polyline", { points: xy.join(" "), class: `line ${series.cls}` }));
+    }
+    chart.append(...pointMarks(points, px, py), legend(width - right));
+    container.replaceChildren(chart);
+  }
+
+  /** A dashed line where each epoch after the first begins. */
+  function epochMarks(points, px, y1, y2) {
+    const marks = [];
+    points.forEach((p, i) => {
+      if (i === 0 || p.epoch === points[i - 1].epoch) return;
+      const x = (px(i - 1) + px(i)) / 2;
+      marks.push(
+        svg("line", { x1: x, x2: x, y1, y2, class: "epoch-mark" }),
+        svg("text", { x: x + 4, y: y1 + 10, class: "epoch-label" }, `epoch ${p.epoch}`),
+      );
+    });
+    return marks;
+  }
+
+  /** A dot per step on the mean line, with the step's numbers as its tooltip. */
+  function pointMarks(points, px, py) {
+    return points
+      .map((p, i) => [p, i])
+      .filter(([p]) => Number.isFinite(p.mean_reward))
+      .map(([p, i]) => svg(
+        "circle",
+        { cx: px(i), cy: py(p.mean_reward), r: 3, class: "dot-mean" },
+        svg("title", {},
+          `epoch ${p.epoch}, step ${p.step}: mean ${formatNumber(p.mean_reward)}, ` +
+          `max ${formatNumber(p.max_reward)}, best so far ${formatNumber(p.best_so_far)} ` +
+          `(${p.samples} samples)`),
+      ));
+  }
+
+  function legend(rightEdge) {
+    const group = svg("g", { class: "legend" });
+    let x = rightEdge;
+    for (const series of [...SERIES].reverse()) {
+      const textWidth = series.label.length * 6.6;
+      x -= textWidth;
+      group.append(svg("text", { x, y: 14 }, series.label));
+      x -= 26;
+      group.append(svg("line", { x1: x, x2: x + 20, y1: 10, y2: 10, class: `line ${series.cls}` }));
+      x -= 18;
+    }
+    return group;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Architecture diagram
+  // ---------------------------------------------------------------------------------------
+
+  const BOX = { width: 76, height: 46, gap: 16, level: 26, pad: 12 };
+  const CELL_COLORS = {
+    conv3x3: "#5b8def",
+    conv5x5: "#2f5fc4",
+    sep3x3: "#3fb98b",
+    sep5x5: "#1e8a63",
+    avgpool3x3: "#e0a526",
+    maxpool3x3: "#e0682b",
+  };
+  const FALLBACK_COLORS = ["#8b6fd6", "#c2569b", "#5aa3b5", "#8a9a3a", "#a0725a", "#6b7280"];
+
+  function cellColor(name, index) {
+    return CELL_COLORS[name] || FALLBACK_COLORS[index % FALLBACK_COLORS.length];
+  }
+
+  /** Mirrors supernet.space.default_reductions: pooling after layers n//3-1 and 2n//3-1. */
+  function defaultReductions(layers) {
+    const r = new Set([Math.floor(layers / 3) - 1, Math.floor((2 * layers) / 3) - 1]);
+    r.delete(-1);
+    return [...r].sort((a, b) => a - b);
+  }
+
+  /**
+   * Draws the encoder-decoder network of `arch` (one cell index per encoder layer) into
+   * `container`, with a legend of the space's cells. `space` is the spec's `space` section.
+   */
+  function drawArchDiagram(container, arch, space) {
+    const cells = (space && space.cells) || [];
+    const layers = arch.length;
+    const reductions = (space && space.reductions) || defaultReductions(layers);
+    const levelOf = (i) => reductions.filter((r) => r < i).length;
+    const depth = levelOf(layers);
+    const arcSpace = 22 + 14 * reductions.length;
+
+    const nodes = [{ kind: "io", label: "input", sub: "stem", level: 0 }];
+    arch.forEach((c, i) => nodes.push(
+      { kind: "encoder", layer: i, cell: c, label: `enc ${i}`, level: levelOf(i) }));
+    [...arch].reverse().forEach((c, k) => {
+      const i = layers - 1 - k;
+      nodes.push({ kind: "decoder", layer: i, cell: c, label: `dec ${i}`, level: levelOf(i) });
+    });
+    nodes.push({ kind: "io", label: "output", sub: "head", level: 0 });
+
+    const width = 2 * BOX.pad + nodes.length * BOX.width + (nodes.length - 1) * BOX.gap;
+    const height = 2 * BOX.pad + arcSpace + depth * BOX.level + BOX.height;
+    nodes.forEach((n, k) => {
+      n.x = BOX.pad + k * (BOX.width + BOX.gap);
+      n.y = BOX.pad + arcSpace + n.level * BOX.level;
+    });
+
+    const diagram = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`, width, height, class: "arch-svg", role: "img",
+      "aria-label": `encoder-decoder network of architecture ${arch.join(" ")}`,
+    }, svg("defs", {}, svg("marker", {
+      id: "arrow", viewBox: "0 0 6 6", refX: 6, refY: 3, markerWidth: 6, markerHeight: 6,
+      orient: "auto-start-reverse",
+    }, svg("path", { d: "M0,0 L6,3 L0,6 z", class: "arrow-head" }))));
+
+    for (let k = 1; k < nodes.length; k++) diagram.append(connector(nodes[k - 1], nodes[k]));
+    for (const r of reductions) {
+      const enc = nodes[1 + r];
+      const dec = nodes[1 + layers + (layers - 1 - r)];
+      diagram.append(skipArc(enc, dec, r));
+    }
+    nodes.forEach((n) => diagram.append(box(n, cells)));
+
+    container.replaceChildren(
+      el("div", { class: "diagram-scroll" }, diagram),
+      cellLegend(cells, reductions.length > 0),
+    );
+  }
+
+  function connector(a, b) {
+    const x1 = a.x + BOX.width;
+    const y1 = a.y + BOX.height / 2;
+    const x2 = b.x;
+    const y2 = b.y + BOX.height / 2;
+    const line = svg("line", { x1, y1, x2, y2, class: "flow", "marker-end": "url(#arrow)" });
+    if (a.level === b.level) return line;
+    const what = b.level > a.level ? "pool ×½" : "up ×2";
+    return svg("g", {}, line, svg("title", {}, what),
+      svg("text", { x: (x1 + x2) / 2, y: Math.max(y1, y2) + 14, class: "flow-label" },
+        b.level > a.level ? "↓" : "↑"));
+  }
+
+  function skipArc(enc, dec, layer) {
+    const x1 = enc.x + BOX.width / 2;
+    const x2 = dec.x + BOX.width / 2;
+    const y = enc.y;
+    const lift = 24 + 6 * (1 + enc.level);
+    return svg("path", {
+      d: `M${x1},${y} C${x1},${y - lift} ${x2},${y - lift} ${x2},${y}`,
+      class: "skip", "marker-end": "url(#arrow)",
+    }, svg("title", {}, `long skip: encoder layer ${layer} to decoder layer ${layer}`));
+  }
+
+  function box(node, cells) {
+    const group = svg("g", {
+      class: `node node-${node.kind}`,
+      "data-layer": node.layer ?? null,
+      "data-cell": node.cell ?? null,
+    });
+    const name = node.kind === "io" ? node.sub : cells[node.cell] ?? `cell ${node.cell}`;
+    const color = node.kind === "io" ? "#9ca3af" : cellColor(name, node.cell);
+    const title = node.kind === "io"
+      ? node.label
+      : `${node.kind} layer ${node.layer}: ${name} (cell ${node.cell})`;
+    group.append(
+      svg("title", {}, title),
+      svg("rect", {
+        x: node.x, y: node.y, width: BOX.width, height: BOX.height, rx: 6,
+        class: `box ${node.kind}`, fill: color, stroke: color,
+      }),
+      svg("text", { x: node.x + BOX.width / 2, y: node.y + 17, class: "box-label" }, node.label),
+      svg("text", { x: node.x + BOX.width / 2, y: node.y + 34, class: "box-cell" }, name),
+    );
+    return group;
+  }
+
+  function cellLegend(cells, hasSkips) {
+    const items = cells.map((name, i) => el(
+      "li", {},
+      el("span", { class: "swatch", style: `background: ${cellColor(name, i)}` }),
+      el("code", {}, i), " ", name,
+    ));
+    if (hasSkips) {
+      items.push(el("li", {}, el("span", { class: "swatch swatch-skip" }), "long skip"));
+    }
+    return el("ul", { class: "cell-legend" }, items);
+  }
+
+  return { drawArchDiagram, drawRewardChart };
+})();

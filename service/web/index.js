@@ -1,0 +1,190 @@
+// The list of searches (polled) and the form that starts one.
+"use strict";
+
+(() => {
+  const { el, progressBar, statusBadge, formatNumber, timeElement, shortId } = SEGNAS;
+  const POLL_MS = 2000;
+
+  // configs/tiny.yaml: a search that finishes in about a minute on a laptop.
+  const EXAMPLE_SPEC = {
+    name: "from-the-page",
+    seed: 3,
+    epochs: 2,
+    reward: "miou",
+    dataset: { kind: "digits", images: 200, size: 24, digit_size: [10, 14], max_digits: 2 },
+    space: { layers: 3, channels: 8 },
+    shared: { batch_size: 8, optimizer: "adam", max_steps: 6 },
+    controller_phase: { steps: 3, batch_size: 8 },
+    controller: { batch_size: 4 },
+    derive: { samples: 6, max_batches: 2 },
+    resources: { replicas: 1 },
+  };
+
+  const rows = document.getElementById("searches");
+  const listState = document.getElementById("list-state");
+  const form = document.getElementById("search-form");
+  const nameInput = document.getElementById("name-input");
+  const specInput = document.getElementById("spec-input");
+  const submit = document.getElementById("submit");
+  const formError = document.getElementById("form-error");
+
+  // --- the list -------------------------------------------------------------------------
+
+  function searchRow(search) {
+    const page = (search.links && search.links.page) || `/searches/${search.id}`;
+    const progress = search.progress;
+    const best = search.best;
+    const row = el(
+      "tr",
+      { class: "clickable", "data-id": search.id },
+      el("td", { class: "mono" }, el("a", { href: page, title: search.id }, shortId(search.id))),
+      el("td", {}, el("a", { href: page }, search.name || "(unnamed)")),
+      el("td", {}, statusBadge(search.status)),
+      el(
+        "td",
+        { class: "col-progress" },
+        progressBar(progress ? progress.fraction : search.status === "succeeded" ? 1 : 0),
+        progress ? el("span", { class: "progress-label" }, progressText(progress)) : null,
+      ),
+      el("td", { class: "num" }, best ? formatNumber(best.reward) : "–"),
+      el("td", {}, timeElement(search.created_at)),
+    );
+    row.addEventListener("click", (event) => {
+      if (!event.target.closest("a")) window.location.assign(page);
+    });
+    return row;
+  }
+
+  function progressText(p) {
+    return `epoch ${p.epoch + 1}/${p.epochs} · ${p.phase}`;
+  }
+
+  function renderList(items) {
+    if (items.length === 0) {
+      rows.replaceChildren(
+        el("tr", { class: "empty" }, el("td", { colspan: 6 }, "No searches yet: start one below.")),
+      );
+      return;
+    }
+    rows.replaceChildren(...items.map(searchRow));
+  }
+
+  async function pollList() {
+    try {
+      const page = await SEGNAS.getJSON("/searches?limit=50");
+      renderList(page.items || []);
+      listState.textContent = "";
+      listState.classList.remove("warn");
+    } catch (error) {
+      listState.textContent = `cannot load the searches (${error.message}); retrying`;
+      listState.classList.add("warn");
+    } finally {
+      window.setTimeout(pollList, POLL_MS);
+    }
+  }
+
+  // --- the form -------------------------------------------------------------------------
+
+  // One key per distinct submission: a double click (or a retry after a network error) sends
+  // the same key with the same body, so the server answers with the search it already made.
+  // Editing the form starts a new submission.
+  let idempotencyKey = SEGNAS.uuid();
+  let sending = false;
+
+  function showFormError(message, problems = []) {
+    const list = problems.length
+      ? el("ul", {}, problems.map((p) => el("li", {}, el("code", {}, p.loc), ": ", p.msg)))
+      : null;
+    formError.replaceChildren(el("p", {}, message), list);
+    formError.hidden = false;
+  }
+
+  function clearFormError() {
+    formError.hidden = true;
+    formError.replaceChildren();
+  }
+
+  /** The body to send, or throws an Error whose message says what to fix. */
+  function readSpec() {
+    let spec;
+    try {
+      spec = JSON.parse(specInput.value);
+    } catch (error) {
+      throw new Error(`The spec is not valid JSON: ${error.message}`);
+    }
+    if (spec === null || typeof spec !== "object" || Array.isArray(spec)) {
+      throw new Error("The spec must be a JSON object, like the example.");
+    }
+    const name = nameInput.value.trim();
+    return name ? { ...spec, name } : spec;
+  }
+
+  function problemsOf(body) {
+    const errors = body && Array.isArray(body.errors) ? body.errors : [];
+    return errors.map((e) => ({
+      loc: Array.isArray(e.loc) ? e.loc.join(".") : String(e.loc ?? ""),
+      msg: String(e.msg ?? ""),
+    }));
+  }
+
+  async function onSubmit(event) {
+    event.preventDefault();
+    if (sending) return;
+    let spec;
+    try {
+      spec = readSpec();
+    } catch (error) {
+      showFormError(error.message);
+      return;
+    }
+    clearFormError();
+    sending = true;
+    submit.disabled = true;
+    submit.textContent = "Starting…";
+    try {
+      const response = await fetch("/searches", {
+        method: "POST",
+        headers: {
+          "Content-Type": "application/json",
+          Accept: "application/json",
+          "Idempotency-Key": idempotencyKey,
+        },
+        body: JSON.stringify(spec),
+      });
+      const search = await SEGNAS.readJSON(response);
+      window.location.assign(search.links.page);
+      return; // keep the button disabled while the browser leaves
+    } catch (error) {
+      if (error instanceof SEGNAS.ApiError) {
+        const what = error.status >= 500 ? `Server error (${error.status}): ` : "";
+        showFormError(what + error.message, problemsOf(error.body));
+      } else {
+        showFormError(`Cannot reach the server: ${error.message}`);
+      }
+    }
+    sending = false;
+    submit.disabled = false;
+    submit.textContent = "Start search";
+  }
+
+  function onEdit() {
+    idempotencyKey = SEGNAS.uuid();
+  }
+
+  // Back from a search's page restores this page as it was left: submitting again is a new
+  // submission, and the button must work again.
+  function onPageShow(event) {
+    if (!event.persisted) return;
+    idempotencyKey = SEGNAS.uuid();
+    sending = false;
+    submit.disabled = false;
+    submit.textContent = "Start search";
+  }
+
+  specInput.value = JSON.stringify(EXAMPLE_SPEC, null, 2);
+  form.addEventListener("submit", onSubmit);
+  specInput.addEventListener("input", onEdit);
+  nameInput.addEventListener("input", onEdit);
+  window.addEventListener("pageshow", onPageShow);
+  pollList();
+})();
