@@ -20,6 +20,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("train", "train one architecture from scratch and report its test metrics"),
     "search": ("search", "run (or resume) an ENAS search and print the best architecture"),
     "db": ("db", "database schema: upgrade, downgrade, current revision"),
+    "serve": ("serve", "the API, the web page and a dispatcher (embedded defaults)"),
+    "worker": ("worker", "a dispatcher: takes search jobs from Redis and runs them"),
+    "demo": ("demo", "serve, submit configs/digits.yaml through the API, show its progress"),
 }
 
 

@@ -65,3 +65,13 @@ def require_current(engine: Engine) -> None:
         f"database {where} is at schema revision {current}, this segnas needs {head}: "
         "run `segnas db upgrade` (or upgrade segnas if the database is newer)"
     )
+
+
+def ensure_schema(engine: Engine, *, upgrade_older: bool = False) -> None:
+    """Create the schema in an empty database; with ``upgrade_older``, also bring an older one
+    to this code's revision (the embedded database is segnas's own). Anything else must be
+    current already (``require_current``)."""
+    current = current_revision(engine)
+    if current is None or (upgrade_older and current != head_revision()):
+        upgrade(engine.url.render_as_string(hide_password=False))
+    require_current(engine)

@@ -120,6 +120,8 @@ class SearchDriver:
         on_progress: called with a ``SearchProgress`` at every step boundary.
         should_stop: polled at every step boundary; True cancels the search.
         max_recoveries: times a lost replica group is rebuilt before the search fails.
+        interrupted_status: what a search stopped from outside (Ctrl-C, SIGTERM) becomes:
+            ``cancelled`` for the CLI; None leaves it active for a dispatcher to resume.
     """
 
     def __init__(
@@ -131,8 +133,10 @@ class SearchDriver:
         on_progress: Callable[[SearchProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         max_recoveries: int = 3,
+        interrupted_status: str | None = "cancelled",
     ) -> None:
         self.spec = spec
+        self.interrupted_status = interrupted_status
         self.store = store
         self.checkpoint_dir = Path(checkpoint_dir)
         self.on_progress = on_progress
@@ -171,7 +175,8 @@ class SearchDriver:
             raise
         except (KeyboardInterrupt, SystemExit):
             # Stopped from outside (Ctrl-C, SIGTERM): resumable like a cancelled search.
-            self.store.mark_finished(search_id, "cancelled", error="interrupted")
+            if self.interrupted_status is not None:
+                self.store.mark_finished(search_id, self.interrupted_status, error="interrupted")
             raise
         except BaseException as e:
             self.store.mark_finished(search_id, "failed", error=_one_line(e))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from segnas.spec import SearchSpec
 from storage.engine import data_dir, make_engine
-from storage.migrate import current_revision, upgrade
+from storage.migrate import ensure_schema
 from storage.searches import SearchStore
 from supernet.errors import ConfigError
 from workers.driver import SearchDriver, SearchOutcome, SearchProgress
@@ -18,8 +18,7 @@ def open_store(db_url: str | None = None) -> SearchStore:
     """The database, its schema created first if it is empty (a schema that is merely older is
     refused with the command that upgrades it)."""
     engine = make_engine(db_url)
-    if current_revision(engine) is None:
-        upgrade(engine.url.render_as_string(hide_password=False))
+    ensure_schema(engine)
     return SearchStore(engine=engine)
 
 
@@ -36,6 +35,7 @@ def run_search(
     on_created: Callable[[str], None] | None = None,
     on_progress: Callable[[SearchProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    interrupted_status: str | None = "cancelled",
 ) -> SearchOutcome:
     """Run a new search for ``spec``, or resume the search ``resume`` from its last checkpoint.
 
@@ -47,6 +47,7 @@ def run_search(
         on_created: called with the search id as soon as its row exists.
         on_progress: progress callback (see ``SearchDriver``).
         should_stop: cancellation poll (see ``SearchDriver``).
+        interrupted_status: see ``SearchDriver``.
 
     Raises:
         ConfigError: neither or both of ``spec`` and ``resume``; an unknown or finished search.
@@ -69,5 +70,6 @@ def run_search(
         checkpoint_dir=checkpoint_dir or default_checkpoint_dir(),
         on_progress=on_progress,
         should_stop=should_stop,
+        interrupted_status=interrupted_status,
     )
     return driver.run(search_id)

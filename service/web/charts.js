@@ -8,7 +8,8 @@ const CHARTS = (() => {
   // Reward curve
   // ---------------------------------------------------------------------------------------
 
-  const CHART = { width: 640, height: 280, left: 52, right: 18, top: 34, bottom: 42 };
+  // The drawing takes the container's width, so its text keeps the page's font size.
+  const CHART = { minWidth: 360, height: 300, left: 52, right: 18, top: 34, bottom: 42 };
   const SERIES = [
     { key: "mean_reward", label: "mean reward", cls: "line-mean" },
     { key: "best_so_far", label: "best so far", cls: "line-best" },
@@ -37,7 +38,8 @@ const CHARTS = (() => {
       container.replaceChildren(el("p", { class: "muted" }, "No controller steps yet."));
       return;
     }
-    const { width, height, left, right, top, bottom } = CHART;
+    const { height, left, right, top, bottom } = CHART;
+    const width = Math.max(CHART.minWidth, Math.floor(container.clientWidth) || 640);
     const values = points.flatMap((p) => SERIES.map((s) => p[s.key])).filter(Number.isFinite);
     const y = niceTicks(Math.min(...values), Math.max(...values), 5);
     const xMax = Math.max(1, points.length - 1);
@@ -82,16 +84,18 @@ const CHARTS = (() => {
     container.replaceChildren(chart);
   }
 
-  /** A dashed line where each epoch after the first begins. */
+  /** A dashed line where each epoch after the first begins; labels where there is room. */
   function epochMarks(points, px, y1, y2) {
     const marks = [];
+    let lastLabel = -Infinity;
     points.forEach((p, i) => {
       if (i === 0 || p.epoch === points[i - 1].epoch) return;
       const x = (px(i - 1) + px(i)) / 2;
-      marks.push(
-        svg("line", { x1: x, x2: x, y1, y2, class: "epoch-mark" }),
-        svg("text", { x: x + 4, y: y1 + 10, class: "epoch-label" }, `epoch ${p.epoch}`),
-      );
+      marks.push(svg("line", { x1: x, x2: x, y1, y2, class: "epoch-mark" }));
+      if (x - lastLabel > 56) {
+        marks.push(svg("text", { x: x + 4, y: y1 + 10, class: "epoch-label" }, `epoch ${p.epoch}`));
+        lastLabel = x;
+      }
     });
     return marks;
   }

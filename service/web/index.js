@@ -95,7 +95,7 @@
     const list = problems.length
       ? el("ul", {}, problems.map((p) => el("li", {}, el("code", {}, p.loc), ": ", p.msg)))
       : null;
-    formError.replaceChildren(el("p", {}, message), list);
+    formError.replaceChildren(el("p", {}, message), ...(list ? [list] : []));
     formError.hidden = false;
   }
 
@@ -138,9 +138,7 @@
       return;
     }
     clearFormError();
-    sending = true;
-    submit.disabled = true;
-    submit.textContent = "Starting…";
+    setSending(true);
     try {
       const response = await fetch("/searches", {
         method: "POST",
@@ -162,9 +160,13 @@
         showFormError(`Cannot reach the server: ${error.message}`);
       }
     }
-    sending = false;
-    submit.disabled = false;
-    submit.textContent = "Start search";
+    setSending(false);
+  }
+
+  function setSending(on) {
+    sending = on;
+    submit.disabled = on;
+    submit.textContent = on ? "Starting…" : "Start search";
   }
 
   function onEdit() {
@@ -176,9 +178,7 @@
   function onPageShow(event) {
     if (!event.persisted) return;
     idempotencyKey = SEGNAS.uuid();
-    sending = false;
-    submit.disabled = false;
-    submit.textContent = "Start search";
+    setSending(false);
   }
 
   specInput.value = JSON.stringify(EXAMPLE_SPEC, null, 2);

@@ -1,0 +1,184 @@
+// One search's page: polls the search (with its ETag) and redraws what changed.
+"use strict";
+
+(() => {
+  const { el, formatNumber, archString, isTerminal } = SEGNAS;
+  const POLL_MS = 1500;
+  const SAMPLES = 20;
+  const CANCELLABLE = new Set(["queued", "running"]);
+  const METRICS = [
+    ["accuracy", "accuracy"],
+    ["mean_precision", "mean precision"],
+    ["mean_recall", "mean recall"],
+    ["miou", "mIoU"],
+    ["miou_plus", "mIoU+"],
+  ];
+
+  const searchId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
+  const base = `/searches/${encodeURIComponent(searchId)}`;
+  const $ = (id) => document.getElementById(id);
+
+  let etag = null;
+  let search = null;
+  let detailsFinal = false; // the terminal state's last refresh of rewards/samples/result is done
+  let rewardPoints = [];
+
+  // --- header and progress ----------------------------------------------------------------
+
+  function renderHeader(s) {
+    document.title = `${s.name || s.id} · segnas`;
+    $("search-name").textContent = s.name || "(unnamed search)";
+    $("search-id").textContent = s.id;
+    const status = $("status");
+    status.textContent = s.status;
+    status.className = `badge badge-${s.status}`;
+    $("created-at").replaceChildren(SEGNAS.timeElement(s.created_at));
+    $("started-at").replaceChildren(SEGNAS.timeElement(s.started_at));
+    $("finished-at").replaceChildren(SEGNAS.timeElement(s.finished_at));
+    const error = $("error");
+    error.hidden = !s.error;
+    error.textContent = s.error ? `error: ${s.error}` : "";
+    $("cancel").hidden = !CANCELLABLE.has(s.status);
+  }
+
+  function renderProgress(s) {
+    const p = s.progress;
+    $("p-epoch").textContent = p ? `${Math.min(p.epoch + 1, p.epochs)} / ${p.epochs}` : "–";
+    $("p-phase").textContent = p ? p.phase : s.status === "queued" ? "waiting for a worker" : "–";
+    $("p-step").textContent = p ? `${p.step} / ${p.steps}` : "–";
+    $("p-samples").textContent = p ? String(p.samples) : "–";
+    const fraction = p ? p.fraction : s.status === "succeeded" ? 1 : 0;
+    $("progress-bar").replaceChildren(SEGNAS.progressBar(fraction, { id: "progress" }));
+  }
+
+  // --- details: rewards, samples, result, best architecture --------------------------------
+
+  async function refreshDetails(s) {
+    const [rewards, samples, result] = await Promise.all([
+      SEGNAS.getJSON(`${base}/rewards`),
+      SEGNAS.getJSON(`${base}/architectures?order=desc&limit=${SAMPLES}`),
+      s.status === "succeeded" ? SEGNAS.getJSON(`${base}/result`) : null,
+    ]);
+    rewardPoints = rewards.points || [];
+    CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
+    renderSamples(samples.items || []);
+    renderResult(result);
+    const best = result || s.best;
+    renderBest(best, s.spec);
+  }
+
+  function renderSamples(items) {
+    if (!items.length) {
+      $("samples").replaceChildren(
+        el("tr", { class: "empty" }, el("td", { colspan: 7 }, "No architecture scored yet.")));
+      return;
+    }
+    $("samples").replaceChildren(...items.map((a) => el(
+      "tr", {},
+      el("td", {}, a.phase),
+      el("td", { class: "num" }, a.epoch),
+      el("td", { class: "num" }, a.step),
+      el("td", {}, el("code", {}, archString(a.arch))),
+      el("td", { class: "num" }, formatNumber(a.reward)),
+      el("td", { class: "num" }, formatNumber(a.miou)),
+      el("td", { class: "num" }, formatNumber(a.accuracy)),
+    )));
+  }
+
+  function renderResult(result) {
+    const box = $("result");
+    box.hidden = !result;
+    if (!result) return;
+    const metrics = result.metrics || {};
+    const facts = METRICS.map(([key, label]) => el(
+      "div", { "data-metric": key }, el("dt", {}, label), el("dd", {}, formatNumber(metrics[key])),
+    ));
+    facts.push(
+      el("div", {}, el("dt", {}, "reward"), el("dd", {}, formatNumber(result.reward))),
+      el("div", {}, el("dt", {}, "params"),
+        el("dd", {}, Number.isFinite(result.params) ? result.params.toLocaleString() : "–")),
+      el("div", {}, el("dt", {}, "arch"), el("dd", {}, el("code", {}, archString(result.arch)))),
+    );
+    $("result-metrics").replaceChildren(...facts);
+  }
+
+  function renderBest(best, spec) {
+    if (!best || !Array.isArray(best.arch)) return;
+    $("arch-string").textContent = archString(best.arch);
+    $("best-reward").textContent = `reward ${formatNumber(best.reward)}`;
+    CHARTS.drawArchDiagram($("arch-diagram"), best.arch, spec && spec.space);
+  }
+
+  // --- polling ----------------------------------------------------------------------------
+
+  function showConnection(message) {
+    const banner = $("connection");
+    banner.hidden = !message;
+    banner.textContent = message || "";
+  }
+
+  /** The search, or null when it has not changed since the last poll (304). */
+  async function fetchSearch() {
+    const headers = { Accept: "application/json" };
+    if (etag) headers["If-None-Match"] = etag;
+    const response = await fetch(base, { headers, cache: "no-store" });
+    if (response.status === 304) return null;
+    const body = await SEGNAS.readJSON(response);
+    etag = response.headers.get("ETag");
+    return body;
+  }
+
+  async function poll() {
+    try {
+      const fresh = await fetchSearch();
+      if (fresh) {
+        search = fresh;
+        renderHeader(search);
+        renderProgress(search);
+        if (!detailsFinal) {
+          const terminal = isTerminal(search.status);
+          await refreshDetails(search);
+          detailsFinal = terminal;
+        }
+      }
+      showConnection(null);
+    } catch (error) {
+      if (error instanceof SEGNAS.ApiError && error.status === 404) {
+        showNotFound();
+        return; // nothing more will come
+      }
+      etag = null; // redraw everything on the next answer, not only what changed after it
+      showConnection(`Cannot update the page (${error.message}); retrying.`);
+    }
+    window.setTimeout(poll, POLL_MS);
+  }
+
+  function showNotFound() {
+    $("search-name").textContent = "No such search";
+    $("search-id").textContent = searchId;
+    $("status").textContent = "not found";
+    $("status").className = "badge badge-failed";
+  }
+
+  async function cancel() {
+    const button = $("cancel");
+    button.disabled = true;
+    try {
+      const response = await fetch(`${base}/cancel`, {
+        method: "POST", headers: { Accept: "application/json" },
+      });
+      search = await SEGNAS.readJSON(response);
+      renderHeader(search);
+    } catch (error) {
+      showConnection(`Cancel failed: ${error.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  $("cancel").addEventListener("click", cancel);
+  window.addEventListener("resize", () => {
+    if (rewardPoints.length) CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
+  });
+  poll();
+})();

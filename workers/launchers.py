@@ -1,0 +1,141 @@
+"""How a dispatcher starts a search driver: a local child process, or a Ray Job on a cluster.
+
+Both hand back a ``Launched`` handle that the dispatcher polls (``exit_status``) and stops
+(``stop``): SIGTERM first, so the driver releases its Ray resources, a kill after a grace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from segnas.processes import die_with_parent
+
+log = logging.getLogger(__name__)
+
+JOB_MODULE = "workers.job"
+
+
+class Launched(Protocol):
+    """A running search driver."""
+
+    description: str
+
+    def exit_status(self) -> int | None:
+        """None while it runs; then its exit status (0 ended, 1 failed, other: interrupted)."""
+        ...
+
+    def stop(self, grace_seconds: float) -> None:
+        """Ask it to stop; ``exit_status`` kills it if it is still there after the grace."""
+        ...
+
+
+class Launcher(Protocol):
+    def launch(self, search_id: str, attempt: int) -> Launched: ...
+
+
+class LocalProcess:
+    def __init__(self, process: subprocess.Popen[bytes], description: str) -> None:
+        self.process = process
+        self.description = description
+        self._kill_at: float | None = None
+
+    def exit_status(self) -> int | None:
+        status = self.process.poll()
+        if status is None and self._kill_at is not None and time.monotonic() > self._kill_at:
+            log.warning("%s did not stop in time: killing it", self.description)
+            self.process.kill()
+            status = self.process.wait()
+        return status
+
+    def stop(self, grace_seconds: float) -> None:
+        if self.process.poll() is None and self._kill_at is None:
+            self.process.send_signal(signal.SIGTERM)
+            self._kill_at = time.monotonic() + grace_seconds
+
+
+class LocalLauncher:
+    """Each search in a child process of its own, with its own local Ray.
+
+    Args:
+        log_dir: the driver's output goes to ``log_dir/<search id>.log``.
+        env: extra environment for the child (the dispatcher's database, data folder).
+    """
+
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.env = env or {}
+
+    def launch(self, search_id: str, attempt: int) -> LocalProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        env.pop("RAY_ADDRESS", None)  # a local Ray of its own, never somebody's cluster
+        log_path = self.log_dir / f"{search_id}.log"
+        with open(log_path, "ab") as out:
+            out.write(f"--- attempt {attempt} ---\n".encode())
+            out.flush()
+            process = subprocess.Popen(
+                [sys.executable, "-m", JOB_MODULE, search_id],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches the dispatcher only
+                preexec_fn=die_with_parent(),
+            )
+        return LocalProcess(process, f"driver of {search_id} (pid {process.pid}, log {log_path})")
+
+
+_RAY_JOB_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 3}
+
+
+class RayJob:
+    def __init__(self, client: Any, submission_id: str) -> None:
+        self.client = client
+        self.submission_id = submission_id
+        self.description = f"Ray Job {submission_id}"
+
+    def exit_status(self) -> int | None:
+        status = str(self.client.get_job_status(self.submission_id)).rsplit(".", 1)[-1]
+        return _RAY_JOB_EXIT.get(status)
+
+    def stop(self, grace_seconds: float) -> None:
+        # Ray Jobs sends SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S.
+        self.client.stop_job(self.submission_id)
+
+
+class RayJobLauncher:
+    """Each search as a Ray Job on the cluster at ``address`` (its dashboard, e.g.
+    ``http://ray-head:8265``). The driver runs on the head node and reaches the database and
+    the checkpoint folder through ``env`` (DATABASE_URL, SEGNAS_DATA_DIR)."""
+
+    def __init__(self, address: str, env: dict[str, str] | None = None) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        self.client = JobSubmissionClient(address)
+        self.env = env or {}
+
+    def launch(self, search_id: str, attempt: int) -> RayJob:
+        submission_id = f"segnas-{search_id}-{attempt}"
+        self.client.submit_job(
+            entrypoint=f"python -m {JOB_MODULE} {search_id}",
+            submission_id=submission_id,
+            runtime_env={"env_vars": self.env} if self.env else None,
+            metadata={"segnas_search_id": search_id},
+        )
+        return RayJob(self.client, submission_id)
+
+
+def jobs_address(ray_address: str) -> str:
+    """The Ray Jobs API address for ``RAY_ADDRESS``: an ``http(s)://`` address as it is;
+    a GCS address ``host:port`` becomes the dashboard on the same host, ``http://host:8265``."""
+    if ray_address.startswith(("http://", "https://")):
+        return ray_address
+    host = ray_address.removeprefix("ray://").split(":")[0] or "127.0.0.1"
+    return f"http://{host}:8265"
