@@ -11,6 +11,7 @@ from storage.engine import DATABASE_URL_ENV, data_dir
 
 REDIS_URL_ENV = "REDIS_URL"
 DATA_ROOTS_ENV = "SEGNAS_DATA_ROOTS"
+QUEUE_PREFIX_ENV = "SEGNAS_QUEUE_PREFIX"
 
 
 class Settings(BaseModel):
@@ -22,7 +23,7 @@ class Settings(BaseModel):
         data_dir: ``SEGNAS_DATA_DIR`` (default ``.segnas``).
         data_roots: folders a spec's ``dataset.root`` may lie in (``SEGNAS_DATA_ROOTS``,
             ``:``-separated; default the data folder).
-        queue_prefix: Redis key prefix of the job stream.
+        queue_prefix: Redis key prefix of the job stream (``SEGNAS_QUEUE_PREFIX``).
         max_body_bytes: larger request bodies are refused with 413.
     """
 
@@ -44,6 +45,7 @@ class Settings(BaseModel):
             "redis_url": os.environ.get(REDIS_URL_ENV) or None,
             "data_dir": folder,
             "data_roots": tuple(Path(p) for p in roots.split(os.pathsep) if p) or (folder,),
+            "queue_prefix": os.environ.get(QUEUE_PREFIX_ENV) or "segnas",
         }
         values.update(overrides)
         return cls.model_validate(values)

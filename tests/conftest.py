@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -89,3 +90,89 @@ def store(db_url: str) -> Iterator[SearchStore]:
     search_store = SearchStore(db_url)
     yield search_store
     search_store.close()
+
+
+# Redis: the machine's server (CI) and the embedded one that `segnas serve` starts.
+
+REDIS_URL_ENV = "SEGNAS_TEST_REDIS_URL"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_BACKENDS = ("server", "embedded")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str | None:
+    """The URL of the machine's Redis server, or None when it does not answer (probed once)."""
+    import redis
+
+    url = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError:
+        return None
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture(params=REDIS_BACKENDS)
+def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A Redis on each backend: the machine's server (under CI it must answer) or an embedded
+    server of the test's own. Tests on the shared server keep to their own ``queue_prefix``."""
+    if request.param == "server":
+        url = request.getfixturevalue("redis_server")
+        if url is None:
+            reason = (
+                f"no Redis server answers at {os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL}"
+            )
+            if in_ci():
+                pytest.fail(f"{reason}. CI must run against the real Redis.", pytrace=False)
+            pytest.skip(f"{reason}; set {REDIS_URL_ENV}")
+        yield url
+        return
+    from jobqueue import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        yield server.url
+
+
+@pytest.fixture
+def queue_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of the test's own, deleted afterwards."""
+    import redis
+
+    prefix = f"segnas-test-{secrets.token_hex(4)}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    except redis.exceptions.RedisError:
+        pass
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def job_queue(redis_url: str, queue_prefix: str) -> Iterator[Any]:
+    from jobqueue import JobQueue, redis_client
+
+    queue = JobQueue(redis_client(redis_url), prefix=queue_prefix)
+    queue.ensure_group()
+    yield queue
+    queue.client.close()
+
+
+@pytest.fixture
+def api(store: SearchStore, job_queue: Any, tmp_path: Path) -> Iterator[Any]:
+    """A FastAPI ``TestClient`` on the real app, over ``store`` and ``job_queue``; the data
+    roots a spec may name are ``tmp_path/data``."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, data_roots=(tmp_path / "data",))
+    with TestClient(create_app(settings, store=store, queue=job_queue)) as client:
+        yield client

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     engine = make_engine(db_url)
     ensure_schema(engine)
     store = SearchStore(engine=engine)
-    queue = JobQueue(redis_client(redis_url, socket_timeout=10))
+    prefix = os.environ.get("SEGNAS_QUEUE_PREFIX") or "segnas"
+    queue = JobQueue(redis_client(redis_url, socket_timeout=10), prefix=prefix)
     # The driver reaches the same database and data folder as this dispatcher.
     env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
     env["SEGNAS_DATA_DIR"] = str(folder)

@@ -44,7 +44,7 @@
         "td",
         { class: "col-progress" },
         progressBar(progress ? progress.fraction : search.status === "succeeded" ? 1 : 0),
-        progress ? el("span", { class: "progress-label" }, progressText(progress)) : null,
+        progress ? el("span", { class: "progress-label" }, progressText(search, progress)) : null,
       ),
       el("td", { class: "num" }, best ? formatNumber(best.reward) : "–"),
       el("td", {}, timeElement(search.created_at)),
@@ -55,7 +55,8 @@
     return row;
   }
 
-  function progressText(p) {
+  function progressText(search, p) {
+    if (SEGNAS.isTerminal(search.status)) return `${Math.round(p.fraction * 100)}%`;
     return `epoch ${p.epoch + 1}/${p.epochs} · ${p.phase}`;
   }
 
