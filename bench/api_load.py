@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -125,9 +125,18 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     exceptions: Counter[str] = field(default_factory=Counter)
-    client_cpu_s: float = 0.0
-    server_cpu_s: float | None = None
-    machine_busy: float | None = None  # share of all cores busy, whoever used them
+    client_cpu_s: float = 0.0  # this process
+    server_cpu_s: float | None = None  # the uvicorn process and its children
+    machine_cpu_s: float | None = None  # every core busy, whoever used it
+    db_sessions: int | None = None  # PostgreSQL connections opened during the phase
+
+    @property
+    def rest_cpu_s(self) -> float | None:
+        """The machine's busy seconds that neither client nor server used: PostgreSQL, Redis,
+        anything else running."""
+        if self.machine_cpu_s is None or self.server_cpu_s is None:
+            return None
+        return self.machine_cpu_s - self.client_cpu_s - self.server_cpu_s
 
     @property
     def requests(self) -> int:
@@ -160,19 +169,27 @@ class Phase:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "exceptions": dict(self.exceptions),
             "client_cpu_s": round(self.client_cpu_s, 2),
-            "server_cpu_s": None if self.server_cpu_s is None else round(self.server_cpu_s, 2),
-            "machine_busy": None if self.machine_busy is None else round(self.machine_busy, 3),
+            "server_cpu_s": rounded(self.server_cpu_s),
+            "rest_cpu_s": rounded(self.rest_cpu_s),
+            "machine_cpu_s": rounded(self.machine_cpu_s),
+            "db_sessions": self.db_sessions,
         }
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 # A client's next request: (head, body) for the k-th request of client i.
 NextRequest = Callable[[int, int], tuple[bytes, bytes]]
 
 
-class CPUMeter:
-    """CPU seconds of this process, of the server's process tree, and of the whole machine."""
+class Meter:
+    """CPU seconds of this process, of the server's process tree and of the whole machine, and
+    the PostgreSQL sessions opened, around a phase."""
 
-    def __init__(self, server_pid: int) -> None:
+    def __init__(self, server_pid: int, db_sessions: Callable[[], int] | None = None) -> None:
+        self.db_sessions = db_sessions
         try:
             import psutil
         except ImportError:  # psutil comes with ray[default]; without it, the client's only
@@ -193,27 +210,28 @@ class CPUMeter:
             total += times.user + times.system
         return total
 
-    def machine(self) -> tuple[float, float] | None:
-        """(busy, total) CPU seconds of the machine so far, all cores together."""
+    def machine_seconds(self) -> float | None:
+        """Busy CPU seconds of the machine so far, all cores together."""
         if self.psutil is None:
             return None
-        times = self.psutil.cpu_times()
-        total = sum(times)
-        return total - times.idle - getattr(times, "iowait", 0.0), total
+        t = self.psutil.cpu_times()
+        return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
 
     @contextmanager
     def measure(self, phase: Phase) -> Iterator[None]:
-        client, server, machine = time.process_time(), self.server_seconds(), self.machine()
+        sessions = self.db_sessions() if self.db_sessions else None
+        client, server, machine = time.process_time(), self.server_seconds(), self.machine_seconds()
         try:
             yield
         finally:
             phase.client_cpu_s = time.process_time() - client
-            server_after, machine_after = self.server_seconds(), self.machine()
+            server_after, machine_after = self.server_seconds(), self.machine_seconds()
             if server is not None and server_after is not None:
                 phase.server_cpu_s = server_after - server
             if machine is not None and machine_after is not None:
-                busy, total = (a - b for a, b in zip(machine_after, machine, strict=True))
-                phase.machine_busy = busy / total if total else None
+                phase.machine_cpu_s = machine_after - machine
+            if sessions is not None and self.db_sessions is not None:
+                phase.db_sessions = self.db_sessions() - sessions
 
 
 async def run_phase(
@@ -262,7 +280,7 @@ async def run_phase(
     return phase
 
 
-async def bench(port: int, args: argparse.Namespace, meter: CPUMeter) -> list[Phase]:
+async def bench(port: int, args: argparse.Namespace, meter: Meter) -> list[Phase]:
     spec = json.dumps(yaml.safe_load(SPEC.read_text())).encode()
     post_head = request_head(
         "POST",
@@ -334,8 +352,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class BenchDatabase:
+    url: str
+    name: str
+    admin: Engine  # on the server's maintenance database, autocommit
+
+    def sessions(self) -> int:
+        """Connections opened to this database so far (PostgreSQL 14 and later): a pool that
+        opens and closes connections under load shows up here."""
+        with self.admin.connect() as connection:
+            query = text("SELECT sessions FROM pg_stat_database WHERE datname = :name")
+            return int(connection.execute(query, {"name": self.name}).scalar_one())
+
+
 @contextmanager
-def postgres_database(server: str) -> Iterator[str]:
+def postgres_database(server: str) -> Iterator[BenchDatabase]:
     """A database of its own on the server, at the current schema, dropped afterwards."""
     admin = create_engine(
         normalise_url(server),
@@ -350,7 +382,7 @@ def postgres_database(server: str) -> Iterator[str]:
         try:
             url = make_url(server).set(database=name).render_as_string(hide_password=False)
             upgrade(url)
-            yield url
+            yield BenchDatabase(url, name, admin)
         finally:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -446,21 +478,24 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 HEADER = (
-    f"{'phase':<10} {'requests':>8} {'seconds':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-    f"{'max ms':>7} {'errors':>6} {'client cpu s':>12} {'server cpu s':>12} {'busy':>5}  statuses"
+    f"{'phase':<10} {'requests':>8} {'seconds':>7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+    f"{'max ms':>7} {'errors':>6}  {'cpu s: client':>13} {'server':>6} {'rest':>5}  "
+    f"{'db conns':>8}  statuses"
 )
 
 
 def print_row(phase: Phase) -> None:
-    server = "-" if phase.server_cpu_s is None else f"{phase.server_cpu_s:.2f}"
-    busy = "-" if phase.machine_busy is None else f"{100 * phase.machine_busy:.0f}%"
+    def shown(value: float | None, digits: int = 2) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
     statuses = " ".join(f"{k}:{v}" for k, v in sorted(phase.statuses.items()))
     statuses += "".join(f" {k}:{v}" for k, v in phase.exceptions.items())
     print(
-        f"{phase.name:<10} {phase.requests:>8} {phase.seconds:>7.2f} {phase.per_s:>8.0f} "
+        f"{phase.name:<10} {phase.requests:>8} {phase.seconds:>7.2f} {phase.per_s:>7.0f} "
         f"{phase.percentile_ms(0.5):>7.2f} {phase.percentile_ms(0.99):>7.2f} "
-        f"{phase.percentile_ms(1.0):>7.1f} {phase.errors:>6} {phase.client_cpu_s:>12.2f} "
-        f"{server:>12} {busy:>5}  {statuses}",
+        f"{phase.percentile_ms(1.0):>7.1f} {phase.errors:>6}  {phase.client_cpu_s:>13.2f} "
+        f"{shown(phase.server_cpu_s):>6} {shown(phase.rest_cpu_s):>5}  "
+        f"{'-' if phase.db_sessions is None else phase.db_sessions:>8}  {statuses}",
         flush=True,
     )
 
@@ -503,18 +538,20 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=14, help="an empty Redis db index")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     print(
-        f"{os.cpu_count()} cores shared by the load generator and the server; "
-        f"{args.clients} clients, server workers: {args.server_workers or 'default'}",
+        f"{os.cpu_count()} cores shared by the load generator, the server and PostgreSQL "
+        f"(load average {load_before:.2f} before the run); {args.clients} clients, server "
+        f"workers: {args.server_workers or 'default'}",
         flush=True,
     )
     with (
-        postgres_database(args.postgres_url) as database_url,
+        postgres_database(args.postgres_url) as database,
         redis_database(args.redis, args.redis_db) as redis_url,
-        api_server(args, database_url, redis_url) as server,
+        api_server(args, database.url, redis_url) as server,
     ):
         print(HEADER, flush=True)
-        phases = run(bench(server.port, args, CPUMeter(server.pid)))
+        phases = run(bench(server.port, args, Meter(server.pid, database.sessions)))
 
     by_name = {phase.name: phase for phase in phases}
     polls = [by_name["poll"], by_name["poll-etag"]]
@@ -528,6 +565,7 @@ def main() -> None:
         "posts": args.posts,
         "server_workers": args.server_workers,
         "cores": os.cpu_count(),
+        "load_average_before": round(load_before, 2),
         "goal_polls_per_s": POLLS_PER_S_GOAL,
         "goal_p99_ms": P99_MS_GOAL,
         "met_polls_per_s": met_rate,

@@ -167,10 +167,11 @@ class Dispatcher:
             item.driver.stop(grace)
         while self.running:
             for search_id, item in list(self.running.items()):
-                if item.driver.exit_status() is not None:
+                status = item.driver.exit_status()
+                if status is not None:
                     del self.running[search_id]
                     if not item.lost:
-                        self._give_back(search_id, item.job)
+                        self._give_back(search_id, item, status)
             time.sleep(0.1)
 
     # steps
@@ -202,17 +203,21 @@ class Dispatcher:
                 continue
             del self.running[search_id]
             log.info("dispatcher %s: %s exited with %d", self.name, item.driver.description, status)
-            if item.lost:
-                continue
-            self._settle(search_id, item, status)
+            if not item.lost:
+                self._settle(search_id, item, status, failure=not item.stopping)
 
-    def _settle(self, search_id: str, item: _Running, status: int) -> None:
-        """After a driver exits: the row says how the search ended; a search it left active
-        is cancelled (a cancel was pending), failed (attempts used up) or queued again."""
+    def _settle(self, search_id: str, item: _Running, status: int, *, failure: bool) -> None:
+        """After a driver exits: the row says how the search ended. One it left active is
+        cancelled (a cancel was pending), failed (``failure`` and attempts used up), or queued
+        again with a fresh entry, to resume from its last checkpoint."""
         record = self.store.get(search_id)
         if record.status == "cancelling":
             self.store.mark_finished(search_id, "cancelled")
-        elif record.status in ACTIVE_STATUSES and record.attempts >= self.config.max_attempts:
+        elif (
+            failure
+            and record.status in ACTIVE_STATUSES
+            and record.attempts >= self.config.max_attempts
+        ):
             self.store.mark_finished(
                 search_id,
                 "failed",
@@ -221,7 +226,7 @@ class Dispatcher:
         self.leases.release(search_id, self.name)
         self.queue.ack(item.job)
         if self.store.get(search_id).status in ACTIVE_STATUSES:
-            self.queue.enqueue(search_id)  # resumes from its last checkpoint
+            self.queue.enqueue(search_id)
 
     def _beat(self) -> None:
         ids = list(self.running)
@@ -242,14 +247,11 @@ class Dispatcher:
                     item.stopping = True
                     item.driver.stop(grace_seconds=10.0)
 
-    def _give_back(self, search_id: str, job: Job) -> None:
-        """Release a search this dispatcher stopped, with a fresh entry so that another
-        dispatcher resumes it at once (if this fails, reconciliation enqueues it later)."""
+    def _give_back(self, search_id: str, item: _Running, status: int) -> None:
+        """Settle a search this dispatcher stopped on shutdown; if Redis or the database is
+        down now, the lease runs out and another dispatcher's reconciliation takes it."""
         try:
-            self.leases.release(search_id, self.name)
-            if self.store.get(search_id).status in ACTIVE_STATUSES:
-                self.queue.ack(job)
-                self.queue.enqueue(search_id)
+            self._settle(search_id, item, status, failure=False)
         except (QueueUnavailableError, SQLAlchemyError) as e:
             log.warning("dispatcher %s: cannot hand back %s: %s", self.name, search_id, e)
 

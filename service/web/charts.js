@@ -60,7 +60,7 @@ const CHARTS = (() => {
     for (let i = 0; i < points.length; i += xStep) {
       chart.append(svg("text", { x: px(i), y: height - bottom + 16, class: "tick tick-x" }, i));
     }
-    chart.append(...epochMarks(points, px, top, height - bottom));
+    chart.append(...epochMarks(points, px, top, height - bottom, width - right));
     chart.append(
       svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }),
       svg("line", {
@@ -85,14 +85,14 @@ const CHARTS = (() => {
   }
 
   /** A dashed line where each epoch after the first begins; labels where there is room. */
-  function epochMarks(points, px, y1, y2) {
+  function epochMarks(points, px, y1, y2, xEnd) {
     const marks = [];
     let lastLabel = -Infinity;
     points.forEach((p, i) => {
       if (i === 0 || p.epoch === points[i - 1].epoch) return;
       const x = (px(i - 1) + px(i)) / 2;
       marks.push(svg("line", { x1: x, x2: x, y1, y2, class: "epoch-mark" }));
-      if (x - lastLabel > 56) {
+      if (x - lastLabel > 64 && x + 56 < xEnd) {
         marks.push(svg("text", { x: x + 4, y: y1 + 10, class: "epoch-label" }, `epoch ${p.epoch}`));
         lastLabel = x;
       }
@@ -102,12 +102,13 @@ const CHARTS = (() => {
 
   /** A dot per step on the mean line, with the step's numbers as its tooltip. */
   function pointMarks(points, px, py) {
+    const r = points.length > 80 ? 1.5 : 3;
     return points
       .map((p, i) => [p, i])
       .filter(([p]) => Number.isFinite(p.mean_reward))
       .map(([p, i]) => svg(
         "circle",
-        { cx: px(i), cy: py(p.mean_reward), r: 3, class: "dot-mean" },
+        { cx: px(i), cy: py(p.mean_reward), r, class: "dot-mean" },
         svg("title", {},
           `epoch ${p.epoch}, step ${p.step}: mean ${formatNumber(p.mean_reward)}, ` +
           `max ${formatNumber(p.max_reward)}, best so far ${formatNumber(p.best_so_far)} ` +

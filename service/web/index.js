@@ -122,8 +122,10 @@
 
   function problemsOf(body) {
     const errors = body && Array.isArray(body.errors) ? body.errors : [];
+    // "body" only says the problem is in the request's body: the spec is the body.
+    const where = (loc) => (loc[0] === "body" && loc.length > 1 ? loc.slice(1) : loc).join(".");
     return errors.map((e) => ({
-      loc: Array.isArray(e.loc) ? e.loc.join(".") : String(e.loc ?? ""),
+      loc: Array.isArray(e.loc) ? where(e.loc) : String(e.loc ?? ""),
       msg: String(e.msg ?? ""),
     }));
   }
@@ -151,7 +153,7 @@
         body: JSON.stringify(spec),
       });
       const search = await SEGNAS.readJSON(response);
-      window.location.assign(search.links.page);
+      window.location.assign((search.links && search.links.page) || `/searches/${search.id}`);
       return; // keep the button disabled while the browser leaves
     } catch (error) {
       if (error instanceof SEGNAS.ApiError) {

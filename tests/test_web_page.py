@@ -1,0 +1,245 @@
+"""The web pages in a real browser against a real ``segnas serve``.
+
+Chromium is driven through Debian's ``chromedriver`` (``.ci/run`` installs both with apt-get);
+without them the tests skip. The server runs with everything embedded (SQLite, Redis, a local
+Ray) in the test's folder, so the page starts a real search and shows it to the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SERVER_START_S = 120
+SEARCH_FINISH_S = 300
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float) -> T:
+    """Poll ``probe`` every second until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}", pytrace=False)
+        time.sleep(1)
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str
+    log_path: Path
+
+    def print_output(self) -> None:
+        _print_log(self.log_path)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``segnas serve`` on a free port with a fresh data folder, shared by the module."""
+    data_dir = tmp_path_factory.mktemp("segnas-data")
+    log_path = data_dir / "serve.log"
+    port = free_port()
+    env = {**os.environ, "SEGNAS_DATA_DIR": str(data_dir), "RAY_AUTH_MODE": "disabled"}
+    for name in ("DATABASE_URL", "REDIS_URL", "RAY_ADDRESS"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "segnas.cli", "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port)]
+    with log_path.open("wb") as log:
+        # Its own session: teardown can end whatever the server left behind, and only that.
+        process = subprocess.Popen(
+            command,
+            cwd=data_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(base, process, log_path)
+        yield Server(base, log_path)
+    finally:
+        _stop(process)
+
+
+@pytest.fixture
+def base_url(server: Server, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The server's URL; the server's output is printed after a test that failed."""
+    failed_before = request.session.testsfailed
+    yield server.base
+    if request.session.testsfailed > failed_before:
+        server.print_output()  # shown with the failure, as this test's teardown output
+
+
+def _wait_until_healthy(base: str, process: subprocess.Popen, log_path: Path) -> None:
+    try:
+        wait_until("GET /healthz to answer 200", lambda: _healthy(base, process), SERVER_START_S)
+    except BaseException:
+        _print_log(log_path)
+        raise
+
+
+def _healthy(base: str, process: subprocess.Popen) -> bool:
+    if process.poll() is not None:
+        pytest.fail(f"segnas serve exited with status {process.returncode}", pytrace=False)
+    try:
+        return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # children that outlived the server
+
+
+def _print_log(log_path: Path) -> None:
+    text = log_path.read_text(errors="replace") if log_path.exists() else "(no output)"
+    print(f"--- segnas serve output ({log_path}) ---\n{text[-20_000:]}", file=sys.stderr)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    """A headless Chromium. The flags keep it from reaching for the (closed) network."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} missing (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="selenium is in the test extras: pip install -e .[test]")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,1200",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def tiny_spec_json() -> str:
+    return json.dumps(yaml.safe_load(TINY.read_text()))
+
+
+def by_id(driver, element_id: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id)
+
+
+def enter_spec(driver, text: str) -> None:
+    spec = by_id(driver, "spec-input")
+    spec.clear()
+    spec.send_keys(text)
+
+
+def open_index(driver, base: str) -> None:
+    driver.get(f"{base}/")
+    wait_until("the form", lambda: by_id(driver, "submit").is_enabled(), 30)
+
+
+def form_error(driver) -> str | None:
+    box = by_id(driver, "form-error")
+    return box.text if box.is_displayed() and box.text else None
+
+
+@pytest.mark.parametrize(
+    ("spec", "names"),
+    [
+        ('{"epochs": 2,', "JSON"),
+        ('{"epochs": -1}', "epochs"),
+        ('{"epochs": 1, "colour": "blue"}', "colour"),
+    ],
+    ids=["not-json", "invalid-value", "unknown-field"],
+)
+def test_a_bad_spec_shows_the_problem_and_keeps_the_text(
+    base_url: str, browser, spec: str, names: str
+) -> None:
+    open_index(browser, base_url)
+    enter_spec(browser, spec)
+    by_id(browser, "submit").click()
+
+    message = wait_until("#form-error to show", lambda: form_error(browser), 30)
+    assert names in message
+    assert by_id(browser, "spec-input").get_attribute("value") == spec
+    assert "/searches/" not in browser.current_url
+
+
+def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browser) -> None:
+    open_index(browser, base_url)
+    enter_spec(browser, tiny_spec_json())
+    by_id(browser, "name-input").send_keys("browser-test")
+    by_id(browser, "submit").click()
+
+    search_url = re.compile(rf"^{re.escape(base_url)}/searches/[0-9a-f]{{32}}$")
+    wait_until("the search's page", lambda: search_url.match(browser.current_url), 30)
+
+    def finished() -> str | None:
+        status = by_id(browser, "status").text
+        return status if status in ("succeeded", "failed", "cancelled") else None
+
+    status = wait_until("#status to read a final status", finished, SEARCH_FINISH_S)
+    error = by_id(browser, "error").text
+    assert status == "succeeded", f"the search ended {status}: {error}"
+    assert by_id(browser, "search-name").text == "browser-test"
+
+    # The final refresh draws the result and the best architecture after the status turns.
+    result = wait_until("#result to show", lambda: _shown_text(browser, "result"), 30)
+    assert re.search(r"mIoU\s+[01]\.\d{3}", result), result
+    chart = by_id(browser, "reward-chart")
+    lines = chart.find_elements("css selector", "svg polyline, svg path")  # the curves
+    assert lines, chart.get_attribute("innerHTML")[:500]
+    layers = yaml.safe_load(TINY.read_text())["space"]["layers"]
+    encoders = by_id(browser, "arch-diagram").find_elements("css selector", "svg .node-encoder")
+    assert len(encoders) == layers
+    assert re.fullmatch(rf"\d( \d){{{layers - 1}}}", by_id(browser, "arch-string").text)
+    samples = by_id(browser, "samples").find_elements("css selector", "tr:not(.empty)")
+    assert samples
+
+
+def _shown_text(driver, element_id: str) -> str | None:
+    element = by_id(driver, element_id)
+    return element.text if element.is_displayed() and element.text else None
