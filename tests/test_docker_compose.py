@@ -10,6 +10,7 @@ Compose specification too (that needs no engine).
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
@@ -238,11 +239,16 @@ def test_segnas_commands_parse(services):
         pytest.skip(f"segnas has no {', '.join(sorted(missing))} verb yet")
     assert not missing, f"segnas has no verb {missing}"
     parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, command in commands.items():
         try:
             parser.parse_args(command[1:])
         except SystemExit as e:  # argparse's way to refuse, after printing why
             pytest.fail(f"{name}: {shlex.join(command)} does not parse ({e})")
+        # argparse also takes a prefix of an option (--dispatcher for --dispatchers): not here.
+        known = verbs.choices[command[1]]._option_string_actions
+        flags = [arg.split("=")[0] for arg in command[2:] if arg.startswith("--")]
+        assert all(flag in known for flag in flags), f"{name}: {flags} not all in {list(known)}"
 
 
 def ray_start_params(service: dict[str, Any]) -> dict[str, Any]:
