@@ -1,8 +1,9 @@
 """A pure ASGI middleware that guards request bodies before the app reads them.
 
-A body over the size limit gets 413: ``Content-Length`` is checked up front and the bytes of
-a chunked body are counted as they arrive, so an oversized request is never held in memory.
-A body that is not JSON gets 415.
+A body over the size limit gets 413: ``Content-Length`` is checked up front, and a chunked
+body is read here, counted as it arrives and refused as soon as it passes the limit, so an
+oversized request is never held in memory. The app then receives the body read here in one
+piece. A body that is not JSON gets 415.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ from typing import Any
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
-
-
-class BodyTooLargeError(Exception):
-    pass
 
 
 class BodyGuard:
@@ -33,32 +30,38 @@ class BodyGuard:
             await self._refuse(send, 413, f"request body over {self.max_bytes} bytes")
             return
         has_body = length not in (None, b"0") or b"transfer-encoding" in headers
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if has_body and media_type != b"application/json":
+        if media_type != b"application/json":
             await self._refuse(send, 415, "send the body as JSON (Content-Type: application/json)")
             return
-        seen = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal seen
+        # Read it all here: refusing from inside the app's own body reading is not possible
+        # (FastAPI turns any error there into a 400).
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLargeError
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLargeError:
-            if not started:
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await self._refuse(send, 413, f"request body over {self.max_bytes} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: a disconnect, when it comes
+            delivered = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Any, status: int, detail: str) -> None:
         body = json.dumps({"detail": detail}).encode()

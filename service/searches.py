@@ -123,9 +123,10 @@ def get_search(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One search. A browser (``Accept: text/html``) gets its web page instead."""
+    record = request.app.state.store.get(search_id)  # 404 for an unknown id, page or not
     if _wants_html(request):
         return FileResponse(WEB_DIR / "search.html", media_type="text/html")
-    body, etag = _search_json(SearchOut.of(request.app.state.store.get(search_id)))
+    body, etag = _search_json(SearchOut.of(record))
     if if_none_match is not None and etag in _etags(if_none_match):
         return Response(status_code=304, headers={"ETag": etag})
     return Response(body, headers={"ETag": etag}, media_type="application/json")
