@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -132,10 +132,17 @@ def make_optimizer(model: nn.Module, config: OptimizerSettings) -> torch.optim.O
 
 
 def make_loader(
-    split: Dataset, *, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0
+    split: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    generator: torch.Generator | None = None,
 ) -> DataLoader:
-    """A DataLoader whose shuffling order depends on ``seed`` only."""
-    generator = torch.Generator().manual_seed(seed)
+    """A DataLoader whose shuffling order depends on ``seed`` only (or, when ``generator`` is
+    given, on that generator's state when an epoch starts)."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     return DataLoader(
         split,
         batch_size=batch_size,
@@ -202,100 +209,163 @@ def train_child(
         on_step: called after every optimiser step (for progress bars).
     """
     config = config or TrainConfig()
-    if space.num_classes != data.num_classes or space.in_channels != data.in_channels:
-        raise ConfigError(
-            f"search space has {space.num_classes} classes and {space.in_channels} input "
-            f"channels, the data set {data.num_classes} and {data.in_channels}"
-        )
     device = resolve_device(config.device)
-    for name in ("train", "val", "test"):
-        _require(data.split(name), name)
-
     # A private copy of the global RNG: seeding for reproducibility must not change the
     # caller's random stream (augmentation draws from the global generator too).
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        return _fit(space, arch, data, config, device, on_step)
+        trainer = ChildTrainer(space, arch, data, config, on_step=on_step)
+        while trainer.epoch < config.epochs:
+            trainer.train_epoch()
+        return trainer.result()
 
 
-def _fit(
-    space: SearchSpace,
-    arch: Iterable[int],
-    data: SegmentationData,
-    config: TrainConfig,
-    device: torch.device,
-    on_step: Callable[[TrainProgress], None] | None,
-) -> TrainResult:
-    train_split, val_split, test_split = data.train, data.val, data.test
-    model = build_child(space, arch).to(device)
-    optimizer = make_optimizer(model, config)
-    lr = optimizer.param_groups[0]["lr"]
-    loader = make_loader(
-        train_split,
-        batch_size=config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        num_workers=config.num_workers,
-    )
-    steps = len(loader)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer,
-        T_max=config.epochs * steps,
-        eta_min=config.lr_min if config.lr_min is not None else lr / 100,
-    )
+class ChildTrainer:
+    """Trains one architecture from scratch an epoch at a time, with a state to checkpoint.
 
-    def score(split: Dataset) -> Metrics:
-        batches = make_loader(
-            split, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers
+    ``train_child`` runs it to the end; a Ray Tune trial (``workers.retrain``) reports and
+    checkpoints after every epoch and resumes from ``load_state_dict`` after a failure. The
+    shuffling order of epoch ``e`` depends on ``config.seed`` and ``e`` only, and the state
+    carries the global RNG (augmentation draws from it), so a resumed run trains on the same
+    batches as an uninterrupted one.
+
+    Args:
+        space: search space; its classes and input channels must match the data set.
+        arch: the architecture to train (freshly initialised from the current RNG).
+        data: the data set with its three splits.
+        config: optimiser and schedule; ``config.epochs`` is the length of the cosine.
+        on_step: called after every optimiser step (for progress bars).
+
+    Raises:
+        ConfigError: the space does not fit the data set; an unknown device.
+        DatasetError: a split is empty.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        arch: Iterable[int],
+        data: SegmentationData,
+        config: TrainConfig,
+        *,
+        on_step: Callable[[TrainProgress], None] | None = None,
+    ) -> None:
+        if space.num_classes != data.num_classes or space.in_channels != data.in_channels:
+            raise ConfigError(
+                f"search space has {space.num_classes} classes and {space.in_channels} input "
+                f"channels, the data set {data.num_classes} and {data.in_channels}"
+            )
+        for name in ("train", "val", "test"):
+            _require(data.split(name), name)
+        self.data, self.config, self.on_step = data, config, on_step
+        self.device = resolve_device(config.device)
+        self.model = build_child(space, arch).to(self.device)
+        self.optimizer = make_optimizer(self.model, config)
+        self.lr = self.optimizer.param_groups[0]["lr"]
+        self._order = torch.Generator()
+        self.loader = make_loader(
+            data.train,
+            batch_size=config.batch_size,
+            shuffle=True,
+            num_workers=config.num_workers,
+            generator=self._order,
         )
-        return evaluate(
-            model,
-            batches,
-            num_classes=data.num_classes,
-            ignore_index=data.ignore_index,
-            device=device,
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer,
+            T_max=config.epochs * len(self.loader),
+            eta_min=config.lr_min if config.lr_min is not None else self.lr / 100,
         )
+        self.epoch = 0
+        self.history: list[EpochStats] = []
 
-    history: list[EpochStats] = []
-    for epoch in range(config.epochs):
+    def train_epoch(self) -> EpochStats:
+        """One pass over the train split, then the validation metrics.
+
+        Raises:
+            TrainingDivergedError: the loss is no longer finite.
+        """
         started = time.perf_counter()
-        model.train()
-        total_loss = 0.0
-        for step, (images, masks) in enumerate(loader):
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            with autocast(device):
-                logits = model(images)
-            loss = segmentation_loss(logits, masks, data.ignore_index)
+        self._order.manual_seed(self.config.seed * 100_003 + self.epoch)
+        self.model.train()
+        steps, total_loss = len(self.loader), 0.0
+        for step, (images, masks) in enumerate(self.loader):
+            images = images.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True)
+            with autocast(self.device):
+                logits = self.model(images)
+            loss = segmentation_loss(logits, masks, self.data.ignore_index)
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingDivergedError(
-                    f"training loss became {value} at epoch {epoch}, step {step}: "
-                    f"lower the learning rate (it was {lr})"
+                    f"training loss became {value} at epoch {self.epoch}, step {step}: "
+                    f"lower the learning rate (it was {self.lr})"
                 )
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            if self.config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
             total_loss += value
-            if on_step is not None:
-                on_step(TrainProgress(epoch, config.epochs, step, steps, value))
-        val = score(val_split)
-        history.append(
-            EpochStats(
-                epoch=epoch,
-                train_loss=total_loss / steps,
-                val=val,
-                seconds=time.perf_counter() - started,
-            )
+            if self.on_step is not None:
+                self.on_step(TrainProgress(self.epoch, self.config.epochs, step, steps, value))
+        stats = EpochStats(
+            epoch=self.epoch,
+            train_loss=total_loss / steps,
+            val=self.evaluate("val"),
+            seconds=time.perf_counter() - started,
         )
-    test = score(test_split)
-    return TrainResult(
-        arch=list(model.arch),
-        params=count_params(model),
-        val=history[-1].val,
-        test=test,
-        history=history,
-    )
+        self.history.append(stats)
+        self.epoch += 1
+        return stats
+
+    def evaluate(self, split: str) -> Metrics:
+        """Metrics over every pixel of ``split`` (``train``, ``val`` or ``test``)."""
+        batches = make_loader(
+            self.data.split(split),
+            batch_size=self.config.batch_size,
+            shuffle=False,
+            num_workers=self.config.num_workers,
+        )
+        return evaluate(
+            self.model,
+            batches,
+            num_classes=self.data.num_classes,
+            ignore_index=self.data.ignore_index,
+            device=self.device,
+        )
+
+    def result(self) -> TrainResult:
+        """The network as it is now: its size, last validation and the test metrics.
+
+        Raises:
+            ConfigError: no epoch was trained yet.
+        """
+        if not self.history:
+            raise ConfigError("no epoch trained yet: call train_epoch first")
+        return TrainResult(
+            arch=list(self.model.arch),
+            params=count_params(self.model),
+            val=self.history[-1].val,
+            test=self.evaluate("test"),
+            history=self.history,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that resuming needs: weights, optimiser, schedule, epoch, history, RNG."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "history": [e.model_dump(mode="json") for e in self.history],
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.history = [EpochStats.model_validate(e) for e in state["history"]]
+        torch.set_rng_state(state["rng"])

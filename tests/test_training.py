@@ -8,7 +8,7 @@ from supernet.errors import ConfigError, DatasetError
 from supernet.metrics import ConfusionMatrix
 from supernet.network import build_child
 from supernet.space import SearchSpace
-from supernet.training import TrainConfig, evaluate, make_loader, train_child
+from supernet.training import ChildTrainer, TrainConfig, evaluate, make_loader, train_child
 
 TINY = DigitsSpec(images=60, size=24)
 
@@ -55,6 +55,37 @@ def test_training_is_reproducible_from_its_seed(tiny_data):
     second = train_child(tiny_space(), (1, 3, 4), tiny_data, config)
     assert first.test == second.test
     assert first.history[0].train_loss == second.history[0].train_loss
+
+
+def test_a_trainer_resumed_from_its_state_trains_exactly_as_one_that_was_not_stopped(
+    tiny_data,
+):
+    config = TrainConfig(epochs=3, batch_size=16, seed=5)
+    torch.manual_seed(5)
+    straight = ChildTrainer(tiny_space(), (0, 3, 4), tiny_data, config)
+    for _ in range(3):
+        straight.train_epoch()
+
+    torch.manual_seed(5)
+    first = ChildTrainer(tiny_space(), (0, 3, 4), tiny_data, config)
+    first.train_epoch()
+    state = first.state_dict()
+    torch.manual_seed(123)  # the process that resumes starts from another RNG and init
+    resumed = ChildTrainer(tiny_space(), (0, 3, 4), tiny_data, config)
+    resumed.load_state_dict(state)
+    while resumed.epoch < 3:
+        resumed.train_epoch()
+
+    assert [e.train_loss for e in resumed.history] == [e.train_loss for e in straight.history]
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert resumed.result().test == straight.result().test
+
+
+def test_a_trainer_has_no_result_before_its_first_epoch(tiny_data):
+    trainer = ChildTrainer(tiny_space(), (0, 0, 0), tiny_data, TrainConfig(epochs=1))
+    with pytest.raises(ConfigError, match="no epoch"):
+        trainer.result()
 
 
 def test_evaluate_counts_every_pixel_of_the_split(tiny_data):
