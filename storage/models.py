@@ -157,3 +157,41 @@ class Result(Base):
     metrics: Mapped[dict[str, Any]]
     params: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Retrain(Base):
+    """An architecture of a search trained from scratch (a Ray Tune trial) and tested.
+
+    ``source`` says where the architecture came from: ``enas`` (the search's derive phase,
+    ``rank`` 0 its best) or ``random`` (a uniformly random baseline under the same budget).
+    Retraining the same architecture of a search again replaces its row.
+    """
+
+    __tablename__ = "retrains"
+    __table_args__ = (
+        UniqueConstraint("search_id", "source", "arch_key", name="uq_retrains_search_arch"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    search_id: Mapped[str] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(12))
+    rank: Mapped[int] = mapped_column(Integer)
+    arch: Mapped[list[int]]
+    # The architecture as "0 5 5 2": JSON columns cannot be part of a unique key.
+    arch_key: Mapped[str] = mapped_column(String(400))
+    # Its score under the search's shared weights (derive phase, validation split).
+    shared_score: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(12))  # succeeded | stopped | failed
+    epochs: Mapped[int] = mapped_column(Integer)  # epochs trained (ASHA may stop early)
+    params: Mapped[int | None] = mapped_column(BigInteger)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    mean_precision: Mapped[float | None] = mapped_column(Float)
+    mean_recall: Mapped[float | None] = mapped_column(Float)
+    miou: Mapped[float | None] = mapped_column(Float)
+    miou_plus: Mapped[float | None] = mapped_column(Float)
+    val: Mapped[dict[str, Any] | None]  # the last validation metrics
+    config: Mapped[dict[str, Any]]  # the training config the trial ran with
+    weights_path: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
