@@ -12,6 +12,7 @@ from storage.engine import DATABASE_URL_ENV, data_dir
 REDIS_URL_ENV = "REDIS_URL"
 DATA_ROOTS_ENV = "SEGNAS_DATA_ROOTS"
 QUEUE_PREFIX_ENV = "SEGNAS_QUEUE_PREFIX"
+DB_POOL_SIZE_ENV = "SEGNAS_DB_POOL_SIZE"
 
 
 class Settings(BaseModel):
@@ -25,6 +26,9 @@ class Settings(BaseModel):
             ``:``-separated; default the data folder).
         queue_prefix: Redis key prefix of the job stream (``SEGNAS_QUEUE_PREFIX``).
         max_body_bytes: larger request bodies are refused with 413.
+        db_pool_size: database connections of one API process, and as many threads for the
+            handlers (``SEGNAS_DB_POOL_SIZE``): a handler thread never waits for a
+            connection, and no connection is opened and closed under load.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -35,6 +39,7 @@ class Settings(BaseModel):
     data_roots: tuple[Path, ...] = ()
     queue_prefix: str = "segnas"
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    db_pool_size: int = Field(10, ge=1, le=200)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -47,6 +52,8 @@ class Settings(BaseModel):
             "data_roots": tuple(Path(p) for p in roots.split(os.pathsep) if p) or (folder,),
             "queue_prefix": os.environ.get(QUEUE_PREFIX_ENV) or "segnas",
         }
+        if os.environ.get(DB_POOL_SIZE_ENV):
+            values["db_pool_size"] = os.environ[DB_POOL_SIZE_ENV]
         values.update(overrides)
         return cls.model_validate(values)
 

@@ -51,14 +51,21 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
+def make_engine(url: str | None = None, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
     """An engine for ``database_url(url)``; SQLite files get their folder, foreign keys, WAL
     and a busy timeout (several processes write to one file). ``kwargs`` go to
-    ``create_engine``."""
+    ``create_engine``.
+
+    Args:
+        pre_ping: test a server connection with a round trip at every checkout, so that one
+            the server dropped is replaced before use. The API turns it off: its reads retry
+            once on a dropped connection instead (``SearchStore``), and a poll costs one round
+            trip rather than two.
+    """
     url = normalise_url(database_url(url))
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)

@@ -6,12 +6,13 @@ Records going in and out are pydantic models; ORM objects never leave this modul
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.engine import make_engine, session_scope
@@ -27,6 +28,8 @@ class SearchNotFoundError(SegnasError):
 class IdempotencyConflictError(SegnasError):
     """An idempotency key already names a search made from another spec."""
 
+
+T = TypeVar("T")
 
 ACTIVE_STATUSES = ("queued", "running", "cancelling")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -128,12 +131,27 @@ class SearchStore:
         if check_schema:
             require_current(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads of one statement need no transaction: in autocommit mode they cost one round
+        # trip (no BEGIN, no COMMIT). Same pool as the engine.
+        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def close(self) -> None:
         self.engine.dispose()
 
     def _session(self):  # type: ignore[no-untyped-def]
         return session_scope(self._sessions)
+
+    def _read(self, read: Callable[[Connection], T]) -> T:
+        """Run one read; a connection the server dropped is replaced and the read tried once
+        more (reads are safe to repeat; an engine without pre-ping relies on this)."""
+        try:
+            with self._reader.connect() as connection:
+                return read(connection)
+        except DBAPIError as e:
+            if not e.connection_invalidated:
+                raise
+        with self._reader.connect() as connection:
+            return read(connection)
 
     # searches
 
@@ -195,8 +213,16 @@ class SearchStore:
             return SearchRecord.model_validate(row)
 
     def get(self, search_id: str) -> SearchRecord:
-        with self._session() as s:
-            return SearchRecord.model_validate(_find(s, search_id))
+        """One search; the polled read, so one statement over the table (no ORM session).
+
+        Raises:
+            SearchNotFoundError: no search has this id.
+        """
+        query = select(Search.__table__).where(Search.id == search_id)
+        row = self._read(lambda c: c.execute(query).first())
+        if row is None:
+            raise SearchNotFoundError(f"no search with id {search_id!r}")
+        return SearchRecord.model_validate(row, from_attributes=True)
 
     def mark_running(self, search_id: str) -> None:
         """The driver starts (or resumes) the search. A cancel asked for in the meantime
@@ -237,7 +263,7 @@ class SearchStore:
     ) -> list[SearchRecord]:
         """Searches newest first; ``before`` is the ``(created_at, id)`` of the last one of the
         previous page (the keyset cursor, served by ``ix_searches_created_at_id``)."""
-        query = select(Search)
+        query = select(Search.__table__)
         if status is not None:
             query = query.where(Search.status == status)
         if before is not None:
@@ -247,8 +273,8 @@ class SearchStore:
                 | ((Search.created_at == created_at) & (Search.id < search_id))
             )
         query = query.order_by(Search.created_at.desc(), Search.id.desc()).limit(limit)
-        with self._session() as s:
-            return [SearchRecord.model_validate(r) for r in s.scalars(query)]
+        rows = self._read(lambda c: c.execute(query).all())
+        return [SearchRecord.model_validate(r, from_attributes=True) for r in rows]
 
     # samples, epochs, checkpoints, result
 

@@ -23,7 +23,7 @@ from storage.searches import (
 )
 from supernet.errors import ConfigError
 
-TABLES = {"searches", "samples", "epochs", "checkpoints", "results"}
+TABLES = {"searches", "samples", "epochs", "checkpoints", "results", "retrains"}
 SPEC = {"space": {"layers": 12}, "epochs": 3}
 
 
@@ -102,6 +102,16 @@ def test_upgrade_downgrade_upgrade(db_url: str, engine: Engine) -> None:
     upgrade(db_url)
     assert tables(engine) == TABLES
     assert current_revision(engine) == head_revision()
+
+
+def test_retrains_come_and_go_with_their_migration(db_url: str, engine: Engine) -> None:
+    upgrade(db_url, "0002")
+    assert "retrains" not in tables(engine)
+    upgrade(db_url)
+    assert "retrains" in tables(engine)
+    downgrade(db_url, "0002")
+    assert tables(engine) == TABLES - {"retrains"}
+    assert current_revision(engine) == "0002"
 
 
 def test_require_current_refuses_an_empty_database_and_passes_at_head(
@@ -365,3 +375,25 @@ def test_timestamps_come_back_timezone_aware_on_every_backend(store: SearchStore
 def test_progress_of_an_unknown_search_is_not_found(store: SearchStore) -> None:
     with pytest.raises(SearchNotFoundError):
         store.update_progress("nope", {"epoch": 0})
+
+
+def test_a_read_survives_a_connection_the_server_dropped(
+    db_url: str, postgres_admin: Engine | str
+) -> None:
+    """The API's engine has no pre-ping: a pooled connection that PostgreSQL closed (a restart,
+    an idle timeout) must cost a retry, not a failed poll."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    upgrade(db_url)
+    store = SearchStore(engine=make_engine(db_url, pre_ping=False, pool_size=1, max_overflow=0))
+    try:
+        search = store.create(SPEC)
+        with store.engine.connect() as connection:  # the pool's one connection, back after
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        assert isinstance(postgres_admin, Engine)
+        with postgres_admin.connect() as admin:
+            assert admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
+        assert store.get(search.id).id == search.id
+        assert [r.id for r in store.page()] == [search.id]
+    finally:
+        store.close()
