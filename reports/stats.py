@@ -136,5 +136,10 @@ def pooled_quality_line(searches: Sequence[SearchSummary]) -> QualityLine:
     datasets = sorted({s.dataset for s in searches})
     comparable = len(datasets) == 1
     best = max((s.best.test.miou for s in searches), default=None)
-    retrained = [r for s in searches for r in s.retrained]
-    return _line(None, None, best, retrained, datasets, comparable)
+    retrained = [r for s in searches for r in s.retrained if r.source == "enas"]
+    # A baseline shared by several searches (``segnas reproduce`` draws one set for all) is
+    # one architecture trained once: count it once.
+    randoms = {
+        (s.dataset, r.arch_string): r for s in searches for r in s.retrained if r.source == "random"
+    }
+    return _line(None, None, best, [*retrained, *randoms.values()], datasets, comparable)
