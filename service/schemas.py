@@ -33,6 +33,7 @@ class Links(BaseModel):
     rewards: str
     result: str
     cancel: str
+    retrains: str
     page: str
 
 
@@ -76,6 +77,7 @@ class SearchOut(BaseModel):
                 rewards=f"{base}/rewards",
                 result=f"{base}/result",
                 cancel=f"{base}/cancel",
+                retrains=f"{base}/retrains",
                 page=base,
             ),
         )
@@ -141,6 +143,37 @@ class ResultOut(BaseModel):
     reward: float
     metrics: dict[str, Any]
     params: int
+
+
+class RetrainOut(BaseModel):
+    """An architecture of the search trained from scratch (``segnas retrain``) and tested."""
+
+    id: int
+    source: Literal["enas", "random"] = Field(
+        description="enas: from the derive phase (rank 0: the result); random: a baseline"
+    )
+    rank: int
+    arch: list[int]
+    status: Literal["succeeded", "stopped", "failed"] = Field(
+        description="stopped: ASHA ended the trial early (metrics of its last epoch)"
+    )
+    epochs: int
+    params: int | None
+    accuracy: float | None = Field(description="test split, as are the other four metrics")
+    mean_precision: float | None
+    mean_recall: float | None
+    miou: float | None
+    miou_plus: float | None
+    shared_score: float | None = Field(
+        description="its score under the search's shared weights (derive phase, validation)"
+    )
+    error: str | None
+    seconds: float | None
+    created_at: datetime
+
+
+class RetrainList(BaseModel):
+    items: list[RetrainOut]
 
 
 class Health(BaseModel):

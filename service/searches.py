@@ -23,6 +23,8 @@ from service.schemas import (
     ArchitecturePage,
     Problem,
     ResultOut,
+    RetrainList,
+    RetrainOut,
     RewardCurve,
     RewardPointOut,
     SearchOut,
@@ -30,6 +32,7 @@ from service.schemas import (
     Status,
 )
 from storage.leases import CancelOutcome
+from storage.retrains import RetrainStore
 from storage.searches import FINISHED_STATUSES
 
 log = logging.getLogger(__name__)
@@ -179,6 +182,14 @@ def get_result(search_id: str, request: Request) -> ResultOut:
             raise HTTPException(409, f"search {search_id} ended {record.status}: no result")
         raise HTTPException(409, f"search {search_id} is {record.status}: no result yet")
     return ResultOut.model_validate(result, from_attributes=True)
+
+
+@router.get("/{search_id}/retrains", response_model=RetrainList, responses=NOT_FOUND)
+def list_retrains(search_id: str, request: Request) -> RetrainList:
+    """Its architectures retrained from scratch, with test metrics: the ENAS ones by rank
+    (0 is the search's result), then the random baselines. Empty until ``segnas retrain``."""
+    rows = RetrainStore(request.app.state.store).list(search_id)
+    return RetrainList(items=[RetrainOut.model_validate(r, from_attributes=True) for r in rows])
 
 
 @router.post(

@@ -158,6 +158,7 @@ def test_submit_answers_201_with_the_queued_search(api: TestClient, job_queue: J
         "rewards": f"{base}/rewards",
         "result": f"{base}/result",
         "cancel": f"{base}/cancel",
+        "retrains": f"{base}/retrains",
         "page": base,
     }
     assert job_queue.waiting() == [search_id]
@@ -627,6 +628,7 @@ def test_an_unknown_id_is_404_everywhere(api: TestClient) -> None:
             ("GET", "/architectures"),
             ("GET", "/rewards"),
             ("GET", "/result"),
+            ("GET", "/retrains"),
             ("POST", "/cancel"),
         ]:
             response = api.request(method, f"/searches/{search_id}{path}")
@@ -734,3 +736,52 @@ def test_the_api_process_imports_neither_torch_nor_ray(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+# GET /searches/{id}/retrains
+
+
+def test_retrains_are_empty_until_a_retrain_and_then_listed_by_source_and_rank(
+    api: TestClient,
+) -> None:
+    from storage.retrains import RetrainRecord, RetrainStore
+
+    search_id = submit(api)["id"]
+    assert api.get(f"/searches/{search_id}/retrains").json() == {"items": []}
+
+    def row(arch: list[int], source: str, rank: int, status: str = "succeeded") -> RetrainRecord:
+        failed = status == "failed"
+        metric = None if failed else 0.5 + rank / 10
+        return RetrainRecord(
+            source=source,
+            rank=rank,
+            arch=arch,
+            shared_score=None if source == "random" else 0.4,
+            status=status,
+            epochs=2,
+            params=None if failed else 321,
+            accuracy=metric,
+            mean_precision=metric,
+            mean_recall=metric,
+            miou=metric,
+            miou_plus=metric,
+            val=None,
+            config={},
+            weights_path=None,
+            error="boom" if failed else None,
+            seconds=3.0,
+        )
+
+    RetrainStore(store_of(api)).save(
+        search_id,
+        [row([1, 1], "random", 0), row([2, 2], "enas", 1, "failed"), row([3, 3], "enas", 0)],
+    )
+    items = api.get(f"/searches/{search_id}/retrains").json()["items"]
+    assert [(i["source"], i["rank"], i["arch"], i["status"]) for i in items] == [
+        ("enas", 0, [3, 3], "succeeded"),
+        ("enas", 1, [2, 2], "failed"),
+        ("random", 0, [1, 1], "succeeded"),
+    ]
+    assert items[0]["miou"] == 0.5 and items[0]["params"] == 321
+    assert items[0]["shared_score"] == 0.4 and items[2]["shared_score"] is None
+    assert items[1]["error"] == "boom" and items[1]["miou"] is None
