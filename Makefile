@@ -14,9 +14,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
-# An ENAS search on the embedded digits with a local Ray (about 2 minutes on 2 CPU cores).
+# The service on embedded defaults (SQLite, embedded Redis, local Ray, one dispatcher), with
+# configs/digits.yaml submitted through POST /searches: a progress bar, then the best
+# architecture and its page. In a terminal it keeps serving the page until Ctrl-C; from a
+# script (no terminal) it ends after printing, like `segnas demo --exit`.
 demo: $(VENV)/.installed
-	$(VENV)/bin/segnas search --config configs/digits.yaml
+	$(VENV)/bin/segnas demo --config configs/digits.yaml
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -33,6 +33,7 @@ from workers.retrain import (
     RetrainSettings,
     Target,
     merge_jobs,
+    quiet_trial,
     quiet_tune,
     random_archs,
     retrain,
@@ -55,6 +56,7 @@ class SearchesDone(BaseModel):
 
 def search_trial(config: dict[str, Any]) -> None:
     """A Tune trial: one search for ``config["spec"]``; resumes it after a retry."""
+    quiet_trial()
     spec = SearchSpec.model_validate(config["spec"])
     store = open_store(config["db_url"])
     resume = None

@@ -218,7 +218,7 @@ def merge_jobs(jobs: Sequence[RetrainJob]) -> list[RetrainJob]:
 
 def retrain_trial(config: dict[str, Any]) -> None:
     """A Tune trial: train ``config["job"]``'s architecture, report and checkpoint per epoch."""
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per checkpoint
+    quiet_trial()
     job = RetrainJob.model_validate(config["job"])
     train = TrainConfig.model_validate(config["train"])
     torch.set_num_threads(max(1, int(config["cpus"])))
@@ -239,6 +239,11 @@ def retrain_trial(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             torch.save(trainer.state_dict(), Path(folder) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def quiet_trial() -> None:
+    """Inside a trial: no log line per checkpoint reported."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
 def _trainer(job: RetrainJob, train: TrainConfig) -> tuple[ChildTrainer, SearchSpace]:
