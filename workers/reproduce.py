@@ -39,6 +39,7 @@ from workers.retrain import (
     retrain,
     save_records,
     search_jobs,
+    tune_storage,
 )
 from workers.runtime import ensure_ray
 
@@ -118,8 +119,6 @@ def run_searches(
         base.model_copy(update={"reward": r, "name": f"{base.name or 'search'}-{r}"})
         for r in rewards
     ]
-    storage = (data_dir() / "tune").resolve()
-    storage.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
         tune.with_resources(search_trial, resources),
         param_space={
@@ -132,7 +131,7 @@ def run_searches(
         ),
         run_config=tune.RunConfig(
             name=f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(storage),
+            storage_path=tune_storage(),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             callbacks=[_Fractions(len(specs), on_progress)] if on_progress else [],
             log_to_file=False,

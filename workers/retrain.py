@@ -15,6 +15,7 @@ its row.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
 STATE_FILE = "state.pt"
-RANDOM_TRIES = 1000  # draws per wanted random architecture before giving up
+RANDOM_TRIES = 1000
+TUNE_STORAGE_ENV = "SEGNAS_TUNE_STORAGE"  # draws per wanted random architecture before giving up
 
 
 class RetrainSettings(BaseModel):
@@ -255,19 +257,18 @@ def _trainer(job: RetrainJob, train: TrainConfig) -> tuple[ChildTrainer, SearchS
 
 
 def test_checkpoint(
-    job: dict[str, Any], train: dict[str, Any], checkpoint_dir: str, weights_path: str
+    job: dict[str, Any], train: dict[str, Any], checkpoint: tune.Checkpoint
 ) -> dict[str, Any]:
-    """A trial's last checkpoint on the test split; its weights saved to ``weights_path``."""
+    """A trial's last checkpoint on the test split. Runs as a Ray task on any node, so the
+    weights travel back in the answer (a few MB) rather than in that node's files."""
     retrain = RetrainJob.model_validate(job)
     config = TrainConfig.model_validate(train)
     trainer, space = _trainer(retrain, config)
-    trainer.load_state_dict(torch.load(Path(checkpoint_dir) / STATE_FILE, weights_only=True))
+    with checkpoint.as_directory() as folder:
+        trainer.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=True))
     result = trainer.result()
-    target = Path(weights_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    torch.save(trainer.model.state_dict(), partial)
-    partial.replace(target)
+    weights = io.BytesIO()
+    torch.save(trainer.model.state_dict(), weights)
     data = trainer.data
     return {
         "params": result.params,
@@ -275,6 +276,7 @@ def test_checkpoint(
         "test": {name: getattr(result.test, name) for name in METRIC_NAMES},
         "val": result.val.model_dump(mode="json"),
         "space": space.model_dump(mode="json"),
+        "weights": weights.getvalue(),
         "data": {
             "classes": list(data.class_names),
             "mean": list(data.mean),
@@ -308,8 +310,6 @@ def retrain(
     ensure_ray()
     _check_resources(settings)
     train = settings.train_config().model_dump(mode="json")
-    storage = (data_dir() / "tune").resolve()
-    storage.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
         tune.with_resources(
             retrain_trial, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
@@ -332,7 +332,7 @@ def retrain(
         ),
         run_config=tune.RunConfig(
             name=name or f"retrain-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(storage),
+            storage_path=tune_storage(),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             log_to_file=False,
@@ -383,14 +383,12 @@ def _test_all(
     task = ray.remote(test_checkpoint).options(
         num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial, max_retries=1
     )
-    refs: list[Any] = []
-    for job in jobs:
-        checkpoint = by_key[job.key].checkpoint
-        if checkpoint is None:
-            refs.append(None)
-            continue
-        weights = data_dir().resolve() / "retrains" / job.key / "model.pt"
-        refs.append(task.remote(job.model_dump(mode="json"), train, checkpoint.path, str(weights)))
+    refs = [
+        None
+        if by_key[job.key].checkpoint is None
+        else task.remote(job.model_dump(mode="json"), train, by_key[job.key].checkpoint)
+        for job in jobs
+    ]
     outcomes: list[dict[str, Any] | BaseException] = []
     for ref, job in zip(refs, jobs, strict=True):
         if ref is None:
@@ -398,10 +396,37 @@ def _test_all(
             outcomes.append(error or RuntimeError("the trial ended without a checkpoint"))
             continue
         try:
-            outcomes.append(ray.get(ref))
+            outcome = ray.get(ref)
         except ray.exceptions.RayError as e:
             outcomes.append(e)
+            continue
+        _write_atomic(weights_path(job), outcome.pop("weights"))
+        outcomes.append(outcome)
     return outcomes
+
+
+def weights_path(job: RetrainJob) -> Path:
+    """Where the trained weights of ``job`` are kept: one file per distinct training."""
+    return data_dir().resolve() / "retrains" / job.key / "model.pt"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def tune_storage() -> str:
+    """Where Tune keeps trials and checkpoints: ``SEGNAS_TUNE_STORAGE`` (on a cluster of several
+    nodes, a shared folder or a cloud URI such as ``s3://bucket/segnas``), else
+    ``DATA_DIR/tune``."""
+    configured = os.environ.get(TUNE_STORAGE_ENV)
+    if configured:
+        return configured
+    local = (data_dir() / "tune").resolve()
+    local.mkdir(parents=True, exist_ok=True)
+    return str(local)
 
 
 def _record(
@@ -449,7 +474,7 @@ def _record(
             "data": outcome["data"],
             "tune_trial": str(result.path),
         },
-        weights_path=str(Path(data_dir().resolve() / "retrains" / job.key / "model.pt")),
+        weights_path=str(weights_path(job)),
         error=None,
     )
 
