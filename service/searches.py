@@ -33,7 +33,7 @@ from service.schemas import (
 )
 from storage.leases import CancelOutcome
 from storage.retrains import RetrainStore
-from storage.searches import FINISHED_STATUSES
+from storage.searches import FINISHED_STATUSES, SearchNotFoundError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -126,7 +126,13 @@ def get_search(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One search. A browser (``Accept: text/html``) gets its web page instead."""
-    record = request.app.state.store.get(search_id)  # 404 for an unknown id, page or not
+    try:
+        record = request.app.state.store.get(search_id)
+    except SearchNotFoundError:
+        if not _wants_html(request):
+            raise
+        # Still the page (it says "no such search"), under the status the contract gives.
+        return FileResponse(WEB_DIR / "search.html", status_code=404, media_type="text/html")
     if _wants_html(request):
         return FileResponse(WEB_DIR / "search.html", media_type="text/html")
     body, etag = _search_json(SearchOut.of(record))

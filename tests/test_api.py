@@ -638,6 +638,7 @@ def test_an_unknown_id_is_404_everywhere(api: TestClient) -> None:
 def test_a_browser_asking_for_an_unknown_id_gets_404(api: TestClient) -> None:
     response = api.get(f"/searches/{UNKNOWN_ID}", headers={"Accept": BROWSER_ACCEPT})
     assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")  # the page says so
 
 
 # GET /healthz and outages

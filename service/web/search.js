@@ -54,11 +54,14 @@
   // --- details: rewards, samples, result, best architecture --------------------------------
 
   async function refreshDetails(s) {
-    const [rewards, samples, result] = await Promise.all([
+    const succeeded = s.status === "succeeded";
+    const [rewards, samples, result, retrains] = await Promise.all([
       SEGNAS.getJSON(`${base}/rewards`),
       SEGNAS.getJSON(`${base}/architectures?order=desc&limit=${SAMPLES}`),
-      s.status === "succeeded" ? SEGNAS.getJSON(`${base}/result`) : null,
+      succeeded ? SEGNAS.getJSON(`${base}/result`) : null,
+      succeeded ? SEGNAS.getJSON(`${base}/retrains`) : null,
     ]);
+    renderRetrains(retrains ? retrains.items || [] : []);
     rewardPoints = rewards.points || [];
     CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
     renderSamples(samples.items || []);
@@ -82,6 +85,22 @@
       el("td", { class: "num" }, formatNumber(a.reward)),
       el("td", { class: "num" }, formatNumber(a.miou)),
       el("td", { class: "num" }, formatNumber(a.accuracy)),
+    )));
+  }
+
+  function renderRetrains(items) {
+    $("retrains").hidden = !items.length;
+    $("retrain-rows").replaceChildren(...items.map((r) => el(
+      "tr", { title: r.error || "" },
+      el("td", {}, `${r.source} ${r.rank}`),
+      el("td", {}, el("code", {}, archString(r.arch))),
+      el("td", {}, r.status),
+      el("td", { class: "num" }, r.epochs),
+      el("td", { class: "num" }, Number.isFinite(r.params) ? r.params.toLocaleString() : "–"),
+      el("td", { class: "num" }, formatNumber(r.shared_score)),
+      el("td", { class: "num" }, formatNumber(r.accuracy)),
+      el("td", { class: "num" }, formatNumber(r.miou)),
+      el("td", { class: "num" }, formatNumber(r.miou_plus)),
     )));
   }
 
