@@ -115,6 +115,7 @@ def test_every_search_has_its_best_retrained_and_the_shared_baselines(
         for r in rows:
             assert r.status == "succeeded" and r.epochs == 2 and r.error is None
             assert r.params and r.params > 0
+            assert r.seconds and r.seconds > 0  # the trial's own time
             assert all(0 <= getattr(r, m) <= 1 for m in METRICS)
             assert Path(r.weights_path).is_file()
         # The baselines are the same architectures, trained once, for every search.

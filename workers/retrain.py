@@ -340,16 +340,14 @@ def retrain(
             verbose=0,
         ),
     )
-    started = time.perf_counter()
     grid = tuner.fit()
     by_key = {RetrainJob.model_validate(r.config["job"]).key: r for r in grid}
     tested = _test_all(jobs, by_key, train, settings)
-    seconds = time.perf_counter() - started
     records: list[RetrainRecord] = []
     for job, outcome in zip(jobs, tested, strict=True):
         result = by_key[job.key]
         for target in job.targets:
-            records.append(_record(job, target, result, outcome, train, settings, seconds))
+            records.append(_record(job, target, result, outcome, train, settings))
     return records
 
 
@@ -436,14 +434,14 @@ def _record(
     outcome: dict[str, Any] | BaseException,
     train: dict[str, Any],
     settings: RetrainSettings,
-    seconds: float,
 ) -> RetrainRecord:
     common = {
         "source": target.source,
         "rank": target.rank,
         "arch": job.arch,
         "shared_score": target.shared_score,
-        "seconds": seconds,
+        # The trial's own training time (across its retries), not the whole run's.
+        "seconds": (result.metrics or {}).get("time_total_s"),
     }
     if isinstance(outcome, BaseException):
         return RetrainRecord(
