@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 
 
-def segnas(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+def segnas_env(tmp_path: Path) -> dict[str, str]:
     env = {
         **os.environ,
         "SEGNAS_DATA_DIR": str(tmp_path / "data"),
@@ -22,10 +27,14 @@ def segnas(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     }
     env.pop("DATABASE_URL", None)
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def segnas(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "segnas.cli", *argv],
         cwd=tmp_path,
-        env=env,
+        env=segnas_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
@@ -117,50 +126,142 @@ def test_search_mistakes_are_one_line_and_exit_2(
     assert "Traceback" not in done.stderr
 
 
-def test_sigterm_marks_the_search_cancelled_and_it_resumes(tmp_path: Path) -> None:
-    """A search stopped by SIGTERM is left resumable, and resuming it finishes it."""
-    import signal
-    import sqlite3
-    import time
+class SearchProcess:
+    """``segnas search`` running in the background, its output going to files (a pipe nobody
+    reads while the test waits could fill and stall it)."""
 
-    env = {
-        **os.environ,
-        "SEGNAS_DATA_DIR": str(tmp_path / "data"),
-        "RAY_AUTH_MODE": "disabled",
-    }
-    env.pop("DATABASE_URL", None)
-    env.pop("RAY_ADDRESS", None)
-    search = subprocess.Popen(
-        [sys.executable, "-m", "segnas.cli", "search", "--config", str(TINY), "--set", "epochs=40"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    db = tmp_path / "data" / "segnas.db"
-    # Wait for a state, not a time: the first epoch's checkpoint row exists.
-    deadline = 300
-    for _ in range(deadline * 10):
-        if search.poll() is not None:
-            break
-        if db.exists():
-            with sqlite3.connect(db) as conn:
-                try:
-                    if conn.execute("select count(*) from checkpoints").fetchone()[0]:
-                        break
-                except sqlite3.OperationalError:
-                    pass  # tables not created yet
-        time.sleep(0.1)
-    assert search.poll() is None, search.stderr.read()[-2000:] if search.stderr else ""
-    search.send_signal(signal.SIGTERM)
-    _, stderr = search.communicate(timeout=120)
-    assert search.returncode == 130, stderr[-2000:]
-    assert "segnas search --resume" in stderr
-    with sqlite3.connect(db) as conn:
-        search_id, status = conn.execute("select id, status from searches").fetchone()
-    assert status == "cancelled"
+    def __init__(self, tmp_path: Path, *argv: str) -> None:
+        self.db = tmp_path / "data" / "segnas.db"
+        self._stderr_path = tmp_path / "search.stderr"
+        with open(tmp_path / "search.stdout", "w") as out, open(self._stderr_path, "w") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "segnas.cli", "search", *argv],
+                cwd=tmp_path,
+                env=segnas_env(tmp_path),
+                stdout=out,
+                stderr=err,
+            )
+
+    def stderr(self) -> str:
+        return self._stderr_path.read_text()
+
+    def query(self, sql: str) -> list[tuple]:
+        """Rows of ``sql``, or none while the database or its tables do not exist yet."""
+        if not self.db.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError:
+                return []  # tables not created yet (or the database is locked a moment)
+
+    def wait_until(self, sql: str, what: str, bound_s: float = 300) -> None:
+        """Wait for a state, not a time: until ``sql`` returns a row (bounded, as a safety net)."""
+        deadline = time.monotonic() + bound_s
+        while not self.query(sql):
+            if self.process.poll() is not None:
+                pytest.fail(f"search exited before {what}:\n{self.stderr()[-2000:]}")
+            assert time.monotonic() < deadline, f"no {what} within {bound_s:g} s"
+            time.sleep(0.1)
+
+    def terminate_and_wait(self) -> str:
+        """SIGTERM, then the exit: 130 with the resume hint, the search cancelled; its id."""
+        assert self.process.poll() is None, self.stderr()[-2000:]
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=120)
+        stderr = self.stderr()
+        assert self.process.returncode == 130, stderr[-2000:]
+        # The abseil failure-signal handler of Ray's core worker must not have taken SIGTERM
+        # for a crash: it aborts the process (SIGABRT) 3 s later, whatever is still cleaning up.
+        assert "SIGTERM received" not in stderr, stderr[-2000:]
+        [(search_id, status, error)] = self.query("select id, status, error from searches")
+        assert (status, error) == ("cancelled", "interrupted")
+        assert f"continue with: segnas search --resume {search_id}" in stderr, stderr[-2000:]
+        return search_id
+
+
+@pytest.fixture
+def start_search(tmp_path: Path) -> Iterator[Callable[..., SearchProcess]]:
+    """Start ``segnas search`` in the background; one still running at the end is killed."""
+    started: list[SearchProcess] = []
+
+    def start(*argv: str) -> SearchProcess:
+        started.append(SearchProcess(tmp_path, *argv))
+        return started[-1]
+
+    yield start
+    for search in started:
+        if search.process.poll() is None:
+            search.process.kill()
+            search.process.wait()
+
+
+def test_sigterm_marks_the_search_cancelled_and_it_resumes(
+    tmp_path: Path, start_search: Callable[..., SearchProcess]
+) -> None:
+    """A search stopped by SIGTERM is left resumable, and resuming it finishes it."""
+    # 10 epochs: the 9 after the first checkpoint are the search's head start on the SIGTERM,
+    # and all the resumed search has to do (39 took the resume past 600 s on a loaded machine).
+    search = start_search("--config", str(TINY), "--set", "epochs=10")
+    search.wait_until("select 1 from checkpoints", "first checkpoint row")
+    search_id = search.terminate_and_wait()
 
     resumed = segnas(tmp_path, "search", "--resume", search_id, "--json")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "succeeded"
+
+
+def test_sigterm_while_ray_starts_marks_the_search_cancelled_and_it_resumes(
+    tmp_path: Path, start_search: Callable[..., SearchProcess]
+) -> None:
+    """SIGTERM as soon as the search is running, that is while (or just before) the process
+    starts its local Ray, stops it the same way: cancelled, resumable, exit 130."""
+    search = start_search("--config", str(TINY), "--set", "epochs=1")
+    search.wait_until("select 1 from searches where status = 'running'", "running search")
+    search_id = search.terminate_and_wait()
+
+    resumed = segnas(tmp_path, "search", "--resume", search_id, "--json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "succeeded"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost one
+def test_a_sigterm_whose_exception_ray_init_loses_still_reaches_the_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """During ray.init, SIGTERM goes to Ray's handler (sys.exit), whose SystemExit is lost when
+    it runs inside an at-fork hook: ensure_ray hands that SIGTERM to the handler it restores.
+    And it switches off the crash handler that aborts a process 3 s after a SIGTERM."""
+    import ray
+    from ray._private import ray_constants
+
+    from workers import runtime
+
+    def ray_init(**kwargs: object) -> None:
+        def ray_sigterm_handler(signum: int, frame: object) -> None:
+            sys.exit(signum)
+
+        signal.signal(signal.SIGTERM, ray_sigterm_handler)
+
+        class AtFork:  # like an at-fork hook: Python ignores an exception raised in __del__
+            def __del__(self) -> None:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs, in here, between two bytecodes
+                    pass
+
+        AtFork()
+        assert ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER  # read by the core worker
+
+    def callers_handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("caller's handler")
+
+    monkeypatch.setattr(ray, "init", ray_init)
+    monkeypatch.setattr(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", False)
+    before = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="caller's handler"):
+            runtime._init(address="local")
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+        assert signal.set_wakeup_fd(-1) == -1  # no wakeup fd left behind
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -31,10 +31,13 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A Ray head started with ``ray start --head --block`` in its own process group, so that
-    stopping it ends exactly its processes (``ray stop`` would end every Ray on the machine)."""
+    stopping it ends exactly its processes (``ray stop`` would end every Ray on the machine).
+    Its dashboard agent, which runs the submitted jobs, gets a free port too: at its default
+    (52365) it would share with any other Ray on the machine, and an agent that cannot bind
+    stays up without the HTTP service, so the head never has an agent to submit to."""
     if not RAY.exists():
         pytest.skip(f"no ray command next to {sys.executable}")
-    port, dashboard = free_port(), free_port()
+    port, dashboard, agent = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "disabled",  # explicit, as Ray warns otherwise and CI must not guess
@@ -45,7 +48,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         [
             str(RAY), "start", "--head", "--block", f"--port={port}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}", "--num-cpus=2", f"--temp-dir={temp_dir}",
+            f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
+            "--num-cpus=2", f"--temp-dir={temp_dir}",
             "--object-store-memory=200000000", "--disable-usage-stats",
         ],
         env=env,
@@ -68,7 +72,10 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 
 
 def _wait_for_jobs_api(address: str, env: dict[str, str], head: subprocess.Popen) -> None:
-    """Poll ``ray job list`` until the head's Jobs API answers (a state, bounded at 120 s)."""
+    """Poll ``ray job list`` until the head's Jobs API answers (a state, bounded at 120 s).
+
+    The head serves ``ray job list`` itself; a submission also needs the head node's dashboard
+    agent, which may register later: ``submit_job`` waits for that."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if head.poll() is not None:
@@ -85,21 +92,48 @@ def _wait_for_jobs_api(address: str, env: dict[str, str], head: subprocess.Popen
     pytest.fail("the Ray head's Jobs API did not answer within 120 s")
 
 
+# The head's answer (HTTP 500) to a submission while its node's dashboard agent has not
+# registered yet (Ray's job_head.py); no job is created.
+NO_AGENT = "No available agent to submit job"
+
+
+def submit_job(env: dict[str, str], *entrypoint: str) -> subprocess.CompletedProcess[str]:
+    """``ray job submit`` to ``RAY_ADDRESS``, waiting for the job's end.
+
+    The head takes jobs only once its node's dashboard agent has registered with the GCS,
+    which under load comes after the Jobs API answers; until then it waits 10 s for the agent
+    and refuses with ``NO_AGENT`` ("please try again later"). The submission is retried on
+    exactly that refusal, for up to 120 s; any other outcome is returned."""
+    deadline = time.monotonic() + 120
+    while True:
+        job = subprocess.run(
+            [str(RAY), "job", "submit", "--address", env["RAY_ADDRESS"], "--", *entrypoint],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        refused = (
+            job.returncode != 0
+            and NO_AGENT in job.stderr + job.stdout
+            and "submitted successfully" not in job.stdout
+        )
+        if not refused:
+            return job
+        if time.monotonic() > deadline:
+            pytest.fail(f"the Ray head still had no job agent after 120 s: {job.stderr[-2000:]}")
+        time.sleep(1)
+
+
 def test_a_search_submitted_as_a_ray_job_writes_its_rows(
     ray_head: dict[str, str], tmp_path: Path
 ) -> None:
     db = f"sqlite:///{tmp_path / 'segnas.db'}"
-    job = subprocess.run(
-        [
-            str(RAY), "job", "submit", "--address", ray_head["RAY_ADDRESS"], "--",
-            sys.executable, str(ROOT / "workers" / "submit.py"),
-            "--config", str(ROOT / "configs" / "tiny.yaml"), "--set", "epochs=1",
-            "--db", db, "--checkpoint-dir", str(tmp_path / "checkpoints"), "--json",
-        ],
-        env=ray_head,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    job = submit_job(
+        ray_head,
+        sys.executable, str(ROOT / "workers" / "submit.py"),
+        "--config", str(ROOT / "configs" / "tiny.yaml"), "--set", "epochs=1",
+        "--db", db, "--checkpoint-dir", str(tmp_path / "checkpoints"), "--json",
     )  # fmt: skip
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     outcome = json.loads(

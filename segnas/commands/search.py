@@ -62,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
         )
     spec = None if args.resume else search_spec_from_args(args)
 
+    from workers.driver import SearchCancelledError
     from workers.entry import open_store, run_search
 
     store = open_store(args.db)
     # SIGTERM (a scheduler, `kill`) stops the search like Ctrl-C: marked cancelled, resumable.
-    # (ray.init installs its own SIGTERM handler, which raises SystemExit: caught below too.)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Installed before the search row exists; ensure_ray keeps it across ray.init (and hands
+    # it a SIGTERM that came during ray.init, when Ray's own handler is in place).
+    interrupt = _Interrupt()
+    signal.signal(signal.SIGTERM, interrupt)
     bar = _ProgressBar()
     search_id: list[str] = []
     try:
@@ -78,10 +81,12 @@ def run(args: argparse.Namespace) -> int:
             checkpoint_dir=args.checkpoint_dir,
             on_created=search_id.append,
             on_progress=bar.update,
+            should_stop=interrupt.received,
         )
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, SearchCancelledError):
+        # SearchCancelledError: the interrupt's exception was lost, should_stop stopped it.
         bar.close()
-        if search_id:
+        if search_id and _mark_interrupted(store, search_id[0]):
             print(
                 f"segnas: interrupted; continue with: segnas search --resume {search_id[0]}",
                 file=sys.stderr,
@@ -104,8 +109,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Interrupt:
+    """The SIGTERM handler: raises KeyboardInterrupt, and remembers. An exception raised by a
+    signal handler is lost when the handler happens to run inside code whose exceptions
+    Python ignores (a ``__del__``, an at-fork hook); ``received`` is the search's
+    ``should_stop``, so such a search still stops, at its next step."""
+
+    def __init__(self) -> None:
+        self._received = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self._received = True
+        raise KeyboardInterrupt
+
+    def received(self) -> bool:
+        return self._received
+
+
+def _mark_interrupted(store: Any, search_id: str) -> bool:
+    """Mark an interrupted search cancelled, error ``interrupted``, unless it had ended
+    otherwise (the driver marks it, but the signal can come before the driver handles it, or
+    should_stop stopped it); whether it can be resumed."""
+    status = store.get(search_id).status
+    if status not in ("succeeded", "failed"):
+        store.mark_finished(search_id, "cancelled", error="interrupted")
+    return status != "succeeded"
 
 
 class _ProgressBar:
