@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from segnas.commands.options import add_json_argument, print_json
+from segnas.commands.options import add_db_argument, add_json_argument, print_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='which retrained architecture, e.g. "0 5 5 2" (default: the search\'s best)',
     )
     parser.add_argument("--out", required=True, type=Path, help="folder to write")
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help="database URL (default: DATABASE_URL, else SQLite in SEGNAS_DATA_DIR)",
-    )
+    add_db_argument(parser)
     add_json_argument(parser)
 
 

@@ -57,6 +57,26 @@ def dataset_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default: DATABASE_URL, else SQLite in the data folder "
+        "SEGNAS_DATA_DIR, default .segnas/)",
+    )
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, *, what: str = "a spec field") -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override {what}, dotted for sections: --set epochs=3 --set shared.lr=0.01",
+    )
+
+
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout instead of tables"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segnas.commands.options import add_json_argument, print_json
+from segnas.commands.options import add_db_argument, add_json_argument, print_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,11 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, type=Path, help="folder for the report")
     parser.add_argument("--title", help="the report's title")
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help="database URL (default: DATABASE_URL, else SQLite in SEGNAS_DATA_DIR)",
-    )
+    add_db_argument(parser)
     add_json_argument(parser)
 
 

@@ -9,7 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from segnas.commands.options import add_json_argument, parse_key_values
+from segnas.commands.options import (
+    add_db_argument,
+    add_json_argument,
+    add_overrides_argument,
+    parse_key_values,
+)
 from segnas.commands.retrain import EpochBar, add_training_arguments, settings_from_args
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -24,14 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which config to search with: configs/digits.yaml (default) or configs/voc.yaml",
     )
     parser.add_argument("--config", type=Path, help="another search spec instead")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field of every search: --set epochs=5",
-    )
+    add_overrides_argument(parser, what="a spec field of every search")
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="best architectures per search (3)"
     )
@@ -41,11 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, help="report folder (default: DATA_DIR/reports/reproduce-TIME)"
     )
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help="database URL (default: DATABASE_URL, else SQLite in SEGNAS_DATA_DIR)",
-    )
+    add_db_argument(parser)
     add_json_argument(parser)
 
 

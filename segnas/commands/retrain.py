@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from segnas.commands.options import add_json_argument, print_json, print_table
+from segnas.commands.options import add_db_argument, add_json_argument, print_json, print_table
 
 METRICS = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
 
@@ -19,11 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, default=10, help="epochs per architecture (10)")
     add_training_arguments(parser)
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help="database URL (default: DATABASE_URL, else SQLite in SEGNAS_DATA_DIR)",
-    )
+    add_db_argument(parser)
     add_json_argument(parser)
 
 

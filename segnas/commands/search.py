@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segnas.commands.options import add_json_argument, parse_key_values, print_json, print_table
+from segnas.commands.options import (
+    add_db_argument,
+    add_json_argument,
+    add_overrides_argument,
+    parse_key_values,
+    print_json,
+    print_table,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "digits.yaml"
 
@@ -19,21 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"search spec (YAML); default: the embedded {DEFAULT_CONFIG.name}",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, dotted for sections: --set epochs=3 --set shared.lr=0.01",
-    )
+    add_overrides_argument(parser)
     parser.add_argument("--replicas", type=int, help="supernet replicas (resources.replicas)")
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help="database URL (default: DATABASE_URL, else SQLite in the data folder "
-        "SEGNAS_DATA_DIR, default .segnas/)",
-    )
+    add_db_argument(parser)
     parser.add_argument(
         "--checkpoint-dir", type=Path, help="checkpoint folder (default: DATA_DIR/checkpoints)"
     )
