@@ -145,6 +145,10 @@ def test_retrain_json_prints_every_architecture_and_replaces_the_rows(
     assert len(after) == len(before)
     assert after[0].arch == before[0].arch and after[0].epochs == 1
     assert after[0].id != before[0].id
+    # New weights in a file of their own: rows of the other searches (the same architecture,
+    # trained once for all of them) still point at the 2-epoch weights they were tested with.
+    assert after[0].weights_path != before[0].weights_path
+    assert Path(before[0].weights_path).is_file()
 
 
 def test_export_runs_without_segnas_and_matches_segnas_own_network(

@@ -309,6 +309,7 @@ def retrain(
     quiet_tune()
     ensure_ray()
     _check_resources(settings)
+    run = name or f"retrain-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     train = settings.train_config().model_dump(mode="json")
     tuner = tune.Tuner(
         tune.with_resources(
@@ -331,7 +332,7 @@ def retrain(
             ),
         ),
         run_config=tune.RunConfig(
-            name=name or f"retrain-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=run,
             storage_path=tune_storage(),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -342,12 +343,12 @@ def retrain(
     )
     grid = tuner.fit()
     by_key = {RetrainJob.model_validate(r.config["job"]).key: r for r in grid}
-    tested = _test_all(jobs, by_key, train, settings)
+    tested = _test_all(jobs, by_key, train, settings, run)
     records: list[RetrainRecord] = []
     for job, outcome in zip(jobs, tested, strict=True):
         result = by_key[job.key]
         for target in job.targets:
-            records.append(_record(job, target, result, outcome, train, settings))
+            records.append(_record(job, target, result, outcome, train, settings, run))
     return records
 
 
@@ -377,6 +378,7 @@ def _test_all(
     by_key: dict[str, Any],
     train: dict[str, Any],
     settings: RetrainSettings,
+    run: str,
 ) -> list[dict[str, Any] | BaseException]:
     task = ray.remote(test_checkpoint).options(
         num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial, max_retries=1
@@ -398,14 +400,15 @@ def _test_all(
         except ray.exceptions.RayError as e:
             outcomes.append(e)
             continue
-        _write_atomic(weights_path(job), outcome.pop("weights"))
+        _write_atomic(weights_path(job, run), outcome.pop("weights"))
         outcomes.append(outcome)
     return outcomes
 
 
-def weights_path(job: RetrainJob) -> Path:
-    """Where the trained weights of ``job`` are kept: one file per distinct training."""
-    return data_dir().resolve() / "retrains" / job.key / "model.pt"
+def weights_path(job: RetrainJob, run: str) -> Path:
+    """Where run ``run`` keeps the trained weights of ``job``: a new file per run, so a later
+    retraining (other epochs, say) never changes the weights an earlier row points to."""
+    return data_dir().resolve() / "retrains" / run / job.key / "model.pt"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -434,6 +437,7 @@ def _record(
     outcome: dict[str, Any] | BaseException,
     train: dict[str, Any],
     settings: RetrainSettings,
+    run: str,
 ) -> RetrainRecord:
     common = {
         "source": target.source,
@@ -472,7 +476,7 @@ def _record(
             "data": outcome["data"],
             "tune_trial": str(result.path),
         },
-        weights_path=str(weights_path(job)),
+        weights_path=str(weights_path(job, run)),
         error=None,
     )
 
