@@ -296,6 +296,7 @@ def retrain(
     *,
     on_epoch: Callable[[int, int], None] | None = None,
     name: str | None = None,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> list[RetrainRecord]:
     """Train every job as a Tune trial, test each, and return one record per target of each
     job, in the order of ``jobs`` and their targets.
@@ -304,7 +305,8 @@ def retrain(
         jobs: what to train (merge equal trainings first with ``merge_jobs``).
         settings: budget, scheduler and resources.
         on_epoch: called with (epochs done, epochs in all) as trials report (progress).
-        name: the Tune experiment's name (default: ``retrain-<time>``).
+        name: the Tune experiment's name (default: ``retrain-<time>-<pid>``).
+        callbacks: more Tune callbacks (monitoring; the tests' fault injection).
     """
     quiet_tune()
     ensure_ray()
@@ -337,7 +339,10 @@ def retrain(
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             log_to_file=False,
-            callbacks=[_EpochCounter(len(jobs), settings.epochs, on_epoch)] if on_epoch else [],
+            callbacks=[
+                *([_EpochCounter(len(jobs), settings.epochs, on_epoch)] if on_epoch else []),
+                *callbacks,
+            ],
             verbose=0,
         ),
     )
