@@ -67,11 +67,7 @@ def summarise_search(store: SearchStore, search_id: str) -> SearchSummary:
 
 def reward_curve(store: SearchStore, search_id: str) -> list[RewardPoint]:
     """Mean and max reward per controller step, with the best so far."""
-    points, best = [], float("-inf")
-    for p in store.reward_curve(search_id):
-        best = max(best, p.max_reward)
-        points.append(RewardPoint(**p.model_dump(), best_so_far=best))
-    return points
+    return [RewardPoint(**p.model_dump()) for p in store.reward_curve(search_id)]
 
 
 def cell_frequency(store: SearchStore, search_id: str, spec: SearchSpec) -> list[list[float]]:

@@ -166,10 +166,7 @@ def reward_curve(search_id: str, request: Request) -> RewardCurve:
     """Mean reward of each controller step, and the best reward so far."""
     store = request.app.state.store
     store.get(search_id)
-    points, best = [], float("-inf")
-    for p in store.reward_curve(search_id):
-        best = max(best, p.max_reward)
-        points.append(RewardPointOut(**p.model_dump(), best_so_far=best))
+    points = [RewardPointOut(**p.model_dump()) for p in store.reward_curve(search_id)]
     return RewardCurve(points=points)
 
 

@@ -82,13 +82,14 @@ class StoredSampleRecord(SampleRecord):
 
 
 class RewardPoint(_Record):
-    """One controller step of the reward curve."""
+    """One controller step of the reward curve, with the best reward of the search so far."""
 
     epoch: int
     step: int
     samples: int
     mean_reward: float
     max_reward: float
+    best_so_far: float
 
 
 class EpochRecord(_Record):
@@ -324,7 +325,12 @@ class SearchStore:
             .order_by(Sample.epoch, Sample.step)
         )
         with self._session() as s:
-            return [RewardPoint.model_validate(r, from_attributes=True) for r in s.execute(query)]
+            rows = s.execute(query).all()
+        points, best = [], float("-inf")
+        for row in rows:
+            best = max(best, row.max_reward)
+            points.append(RewardPoint(**row._asdict(), best_so_far=best))
+        return points
 
     def count_samples(self, search_id: str) -> int:
         with self._session() as s:

@@ -43,7 +43,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from supernet.errors import ConfigError, validation_problems
-from supernet.metrics import Metrics
+from supernet.metrics import METRIC_NAMES, Metrics
 from supernet.network import ChildNet, build_child
 from supernet.profile import count_params
 from supernet.space import SearchSpace, format_arch
@@ -62,9 +62,6 @@ FILES: dict[str, str] = {
     "card": CARD_FILE,
 }
 """The files of an export, by role; ``ModelCard.files`` records the same table."""
-
-METRIC_NAMES: tuple[str, ...] = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
-"""The test metrics a card records when given a ``Metrics`` (see ``docs/metrics.md``)."""
 
 SCALE_TEXT = "images in 0..1 (RGB), then (x - mean) / std"
 

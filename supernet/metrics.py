@@ -68,6 +68,10 @@ class ConfusionMatrix:
         return metrics_from_matrix(self.matrix, background=background)
 
 
+METRIC_NAMES: tuple[str, ...] = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
+"""The headline metrics of ``Metrics``, in the order tables show them."""
+
+
 class Metrics(BaseModel):
     """Metrics of one split.
 

@@ -353,9 +353,7 @@ def test_searches_sharing_a_reward_get_distinct_files():
 def test_a_baseline_shared_by_the_searches_counts_once_when_pooled():
     searches = make_report().searches
     shared = next(r for r in searches[0].retrained if r.source == "random")
-    with_shared = [
-        s.model_copy(update={"retrained": [*s.retrained, shared]}) for s in searches[1:]
-    ]
+    with_shared = [s.model_copy(update={"retrained": [*s.retrained, shared]}) for s in searches[1:]]
     alone = pooled_quality_line(searches)
     pooled = pooled_quality_line([searches[0], *with_shared])
     assert pooled.random_count == alone.random_count

@@ -38,6 +38,7 @@ from controller.batcher import RewardError
 from segnas.spec import SearchSpec
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
 from supernet.errors import ConfigError, SearchFaultError, SegnasError
+from supernet.metrics import METRIC_NAMES
 from supernet.network import build_child
 from supernet.profile import count_params
 from workers.actors import ReplicaActor
@@ -46,7 +47,6 @@ from workers.runtime import ensure_ray, ray_is_remote
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
 SHARED_CHUNK = 8  # shared steps per call to the replicas: few round trips, frequent progress
 DERIVE_CHUNK = 4  # derive candidates per replica per call
 SETTLE_SECONDS = 30.0  # after one replica fails, how long the others get to fail too

@@ -39,13 +39,13 @@ from storage.retrains import RetrainRecord, RetrainSource, RetrainStore
 from storage.searches import SearchStore
 from supernet.data import load_dataset
 from supernet.errors import ConfigError
+from supernet.metrics import METRIC_NAMES
 from supernet.space import SearchSpace
 from supernet.training import ChildTrainer, TrainConfig
 from workers.runtime import ensure_ray
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
 STATE_FILE = "state.pt"
 RANDOM_TRIES = 1000
 TUNE_STORAGE_ENV = "SEGNAS_TUNE_STORAGE"  # draws per wanted random architecture before giving up

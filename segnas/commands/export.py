@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from storage.retrains import RetrainStore
     from supernet.export import export_network
+    from supernet.metrics import METRIC_NAMES
     from supernet.network import build_child
     from supernet.space import SearchSpace, format_arch
     from workers.entry import open_store
@@ -84,10 +85,7 @@ def run(args: argparse.Namespace) -> int:
         mean=data["mean"],
         std=data["std"],
         ignore_index=data["ignore_index"],
-        metrics={
-            m: getattr(chosen, m)
-            for m in ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
-        },
+        metrics={m: getattr(chosen, m) for m in METRIC_NAMES},
         source={
             "search_id": args.search,
             "retrain_id": chosen.id,

@@ -9,8 +9,6 @@ from typing import Any
 
 from segnas.commands.options import add_db_argument, add_json_argument, print_json, print_table
 
-METRICS = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search", required=True, metavar="ID", help="a search that succeeded")
@@ -93,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
 def retrain_json(record: Any) -> dict[str, Any]:
     """What ``--json`` prints per retrained architecture."""
+    from supernet.metrics import METRIC_NAMES
+
     return {
         "arch": record.arch,
         "source": record.source,
@@ -100,13 +100,14 @@ def retrain_json(record: Any) -> dict[str, Any]:
         "status": record.status,
         "epochs": record.epochs,
         "params": record.params,
-        **{name: getattr(record, name) for name in METRICS},
+        **{name: getattr(record, name) for name in METRIC_NAMES},
         "shared_score": record.shared_score,
         "error": record.error,
     }
 
 
 def print_retrains(records: list[Any]) -> None:
+    from supernet.metrics import METRIC_NAMES
     from supernet.space import format_arch
 
     rows = [
@@ -116,11 +117,11 @@ def print_retrains(records: list[Any]) -> None:
             r.status,
             "-" if r.params is None else f"{r.params:,}",
             "-" if r.shared_score is None else f"{r.shared_score:.4f}",
-            *("-" if getattr(r, m) is None else f"{getattr(r, m):.4f}" for m in METRICS),
+            *("-" if getattr(r, m) is None else f"{getattr(r, m):.4f}" for m in METRIC_NAMES),
         ]
         for r in records
     ]
-    header = ["from", "architecture", "status", "params", "shared", *METRICS]
+    header = ["from", "architecture", "status", "params", "shared", *METRIC_NAMES]
     print_table(rows, header)
     for r in records:
         if r.error:
