@@ -176,3 +176,25 @@ def api(store: SearchStore, job_queue: Any, tmp_path: Path) -> Iterator[Any]:
     settings = Settings(data_dir=tmp_path, data_roots=(tmp_path / "data",))
     with TestClient(create_app(settings, store=store, queue=job_queue)) as client:
         yield client
+
+
+# Ray: one small local instance per test module that needs it.
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray with 2 CPUs and a small object store for the module, unless one runs."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=128 * 1024**2,
+            log_to_driver=False,
+        )
+    yield
+    if started:
+        ray.shutdown()

@@ -13,7 +13,6 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-import ray
 from ray import tune
 
 from segnas.spec import load_search_spec
@@ -24,20 +23,9 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def data_folder(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> Iterator[None]:
     os.environ["SEGNAS_DATA_DIR"] = str(tmp_path_factory.mktemp("retrain-data"))
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            object_store_memory=128 * 1024**2,
-            log_to_driver=False,
-        )
     yield
-    if started:
-        ray.shutdown()
     os.environ.pop("SEGNAS_DATA_DIR", None)
 
 
