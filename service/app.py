@@ -11,16 +11,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import State
 
 from jobqueue import JobQueue, QueueUnavailableError, redis_client
 from segnas import __version__
+from service.blocking import blocking, make_pool
 from service.limits import BodyGuard
 from service.schemas import Health
 from service.searches import WEB_DIR
@@ -47,8 +48,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store, own_queue = store is None, queue is None
-        # The sync handlers run in AnyIO's thread pool: as many threads as connections.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
+        # The handlers' blocking calls: as many threads as the engine has connections.
+        app.state.io_pool = make_pool(settings.db_pool_size)
         app.state.store = store or SearchStore(engine=_api_engine(settings))
         if queue is None and settings.redis_url is None:
             raise ConfigError("REDIS_URL is not set (segnas serve starts an embedded Redis)")
@@ -66,6 +67,7 @@ def create_app(
         finally:
             if own_queue:
                 app.state.queue.client.close()
+            app.state.io_pool.shutdown()
             if own_store:
                 app.state.store.close()
 
@@ -81,27 +83,33 @@ def create_app(
     _add_error_handlers(app)
 
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
+    async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
-    def healthz(request: Request) -> JSONResponse:
+    async def healthz(request: Request) -> JSONResponse:
         """Whether the database and Redis answer."""
-        database = redis = "ok"
-        try:
-            with request.app.state.store.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except SQLAlchemyError as e:
-            database = _first_line(e)
-        try:
-            request.app.state.queue.ping()
-        except QueueUnavailableError as e:
-            redis = str(e)
+        database, redis = await blocking(request, _check, request.app.state)
         ok = database == redis == "ok"
         health = Health(status="ok" if ok else "unavailable", database=database, redis=redis)
         return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
     return app
+
+
+def _check(state: State) -> tuple[str, str]:
+    """``"ok"``, or what went wrong, for the database and for Redis."""
+    database = redis = "ok"
+    try:
+        with state.store.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as e:
+        database = _first_line(e)
+    try:
+        state.queue.ping()
+    except QueueUnavailableError as e:
+        redis = str(e)
+    return database, redis
 
 
 def _api_engine(settings: Settings) -> Engine:

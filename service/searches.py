@@ -9,9 +9,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
+from starlette.datastructures import State
 
 from jobqueue import QueueUnavailableError
 from segnas.spec import SearchSpec
+from service.blocking import blocking
 from service.cursors import (
     CursorError,
     decode_sample_cursor,
@@ -33,7 +35,14 @@ from service.schemas import (
 )
 from storage.leases import CancelOutcome
 from storage.retrains import RetrainStore
-from storage.searches import FINISHED_STATUSES, SearchNotFoundError
+from storage.searches import (
+    FINISHED_STATUSES,
+    ResultRecord,
+    RewardPoint,
+    SampleRecord,
+    SearchNotFoundError,
+    SearchRecord,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -67,7 +76,7 @@ def _search_json(search: SearchOut) -> tuple[bytes, str]:
         422: {"model": Problem, "description": "invalid spec"},
     },
 )
-def submit_search(
+async def submit_search(
     spec: SearchSpec, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Queue a search for ``spec`` (the schema of ``configs/*.yaml``)."""
@@ -78,6 +87,17 @@ def submit_search(
         raise HTTPException(
             422, f"dataset.root {str(root)!r} is outside the allowed data folders ({allowed})"
         )
+    record, created = await blocking(request, _submit, state, spec, idempotency_key)
+    body, etag = _search_json(SearchOut.of(record))
+    headers = {"Location": f"/searches/{record.id}", "ETag": etag}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body, 201 if created else 200, headers, media_type="application/json")
+
+
+def _submit(
+    state: State, spec: SearchSpec, idempotency_key: str | None
+) -> tuple[SearchRecord, bool]:
     record, created = state.store.submit(
         spec.model_dump(mode="json"), name=spec.name, idempotency_key=idempotency_key
     )
@@ -87,15 +107,11 @@ def submit_search(
         except QueueUnavailableError as e:
             # The row is the truth: a dispatcher's reconciliation enqueues it once Redis is back.
             log.warning("search %s stays queued in the database only: %s", record.id, e)
-    body, etag = _search_json(SearchOut.of(record))
-    headers = {"Location": f"/searches/{record.id}", "ETag": etag}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(body, 201 if created else 200, headers, media_type="application/json")
+    return record, created
 
 
 @router.get("", response_model=SearchPage)
-def list_searches(
+async def list_searches(
     request: Request,
     status: Status | None = None,
     after: Annotated[str | None, Query(max_length=200)] = None,
@@ -106,7 +122,8 @@ def list_searches(
         before = None if after is None else decode_search_cursor(after)
     except CursorError as e:
         raise HTTPException(422, str(e)) from None
-    rows = request.app.state.store.page(status=status, before=before, limit=limit + 1)
+    store = request.app.state.store
+    rows = await blocking(request, store.page, status=status, before=before, limit=limit + 1)
     items = [SearchOut.of(r) for r in rows[:limit]]
     more = len(rows) > limit
     return SearchPage(
@@ -120,14 +137,14 @@ def list_searches(
     response_model=SearchOut,
     responses={**NOT_FOUND, 304: {"description": "unchanged since the ETag given"}},
 )
-def get_search(
+async def get_search(
     search_id: str,
     request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One search. A browser (``Accept: text/html``) gets its web page instead."""
     try:
-        record = request.app.state.store.get(search_id)
+        record = await blocking(request, request.app.state.store.get, search_id)
     except SearchNotFoundError:
         if not _wants_html(request):
             raise
@@ -142,7 +159,7 @@ def get_search(
 
 
 @router.get("/{search_id}/architectures", response_model=ArchitecturePage, responses=NOT_FOUND)
-def list_architectures(
+async def list_architectures(
     search_id: str,
     request: Request,
     after: Annotated[str | None, Query(max_length=20)] = None,
@@ -155,18 +172,28 @@ def list_architectures(
         cursor = None if after is None else decode_sample_cursor(after)
     except CursorError as e:
         raise HTTPException(422, str(e)) from None
-    store.get(search_id)  # 404 for an unknown id, not an empty page
-    rows = store.sample_page(search_id, after=cursor, limit=limit + 1, newest_first=order == "desc")
+
+    def read() -> list[SampleRecord]:
+        store.get(search_id)  # 404 for an unknown id, not an empty page
+        return store.sample_page(
+            search_id, after=cursor, limit=limit + 1, newest_first=order == "desc"
+        )
+
+    rows = await blocking(request, read)
     items = [ArchitectureOut.model_validate(r, from_attributes=True) for r in rows[:limit]]
     return ArchitecturePage(items=items, next=str(items[-1].id) if len(rows) > limit else None)
 
 
 @router.get("/{search_id}/rewards", response_model=RewardCurve, responses=NOT_FOUND)
-def reward_curve(search_id: str, request: Request) -> RewardCurve:
+async def reward_curve(search_id: str, request: Request) -> RewardCurve:
     """Mean reward of each controller step, and the best reward so far."""
     store = request.app.state.store
-    store.get(search_id)
-    points = [RewardPointOut(**p.model_dump()) for p in store.reward_curve(search_id)]
+
+    def read() -> list[RewardPoint]:
+        store.get(search_id)  # 404 for an unknown id, not an empty curve
+        return store.reward_curve(search_id)
+
+    points = [RewardPointOut(**p.model_dump()) for p in await blocking(request, read)]
     return RewardCurve(points=points)
 
 
@@ -175,11 +202,15 @@ def reward_curve(search_id: str, request: Request) -> RewardCurve:
     response_model=ResultOut,
     responses={**NOT_FOUND, 409: {"model": Problem, "description": "not finished"}},
 )
-def get_result(search_id: str, request: Request) -> ResultOut:
+async def get_result(search_id: str, request: Request) -> ResultOut:
     """The best derived architecture with its validation metrics and parameter count."""
     store = request.app.state.store
-    record = store.get(search_id)
-    result = store.result(search_id) if record.status == "succeeded" else None
+
+    def read() -> tuple[SearchRecord, ResultRecord | None]:
+        record = store.get(search_id)
+        return record, store.result(search_id) if record.status == "succeeded" else None
+
+    record, result = await blocking(request, read)
     if result is None:
         if record.status in FINISHED_STATUSES:
             raise HTTPException(409, f"search {search_id} ended {record.status}: no result")
@@ -188,10 +219,10 @@ def get_result(search_id: str, request: Request) -> ResultOut:
 
 
 @router.get("/{search_id}/retrains", response_model=RetrainList, responses=NOT_FOUND)
-def list_retrains(search_id: str, request: Request) -> RetrainList:
+async def list_retrains(search_id: str, request: Request) -> RetrainList:
     """Its architectures retrained from scratch, with test metrics: the ENAS ones by rank
     (0 is the search's result), then the random baselines. Empty until ``segnas retrain``."""
-    rows = RetrainStore(request.app.state.store).list(search_id)
+    rows = await blocking(request, RetrainStore(request.app.state.store).list, search_id)
     return RetrainList(items=[RetrainOut.model_validate(r, from_attributes=True) for r in rows])
 
 
@@ -201,11 +232,14 @@ def list_retrains(search_id: str, request: Request) -> RetrainList:
     response_model=SearchOut,
     responses={**NOT_FOUND, 409: {"model": Problem, "description": "already finished"}},
 )
-def cancel_search(search_id: str, request: Request) -> SearchOut:
+async def cancel_search(search_id: str, request: Request) -> SearchOut:
     """Cancel: a queued search at once; a running one at its driver's next step boundary."""
     state = request.app.state
-    outcome = state.leases.request_cancel(search_id)
-    record = state.store.get(search_id)
+
+    def cancel() -> tuple[CancelOutcome, SearchRecord]:
+        return state.leases.request_cancel(search_id), state.store.get(search_id)
+
+    outcome, record = await blocking(request, cancel)
     if outcome is CancelOutcome.FINISHED:
         raise HTTPException(409, f"search {search_id} has already finished ({record.status})")
     return SearchOut.of(record)

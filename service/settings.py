@@ -27,8 +27,8 @@ class Settings(BaseModel):
         queue_prefix: Redis key prefix of the job stream (``SEGNAS_QUEUE_PREFIX``).
         max_body_bytes: larger request bodies are refused with 413.
         db_pool_size: database connections of one API process, and as many threads for the
-            handlers (``SEGNAS_DB_POOL_SIZE``): a handler thread never waits for a
-            connection, and no connection is opened and closed under load.
+            handlers' blocking calls (``SEGNAS_DB_POOL_SIZE``, ``service.blocking``): a
+            thread never waits for a connection, and none is opened and closed under load.
     """
 
     model_config = ConfigDict(frozen=True)

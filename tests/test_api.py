@@ -786,3 +786,30 @@ def test_retrains_are_empty_until_a_retrain_and_then_listed_by_source_and_rank(
     assert items[0]["miou"] == 0.5 and items[0]["params"] == 321
     assert items[0]["shared_score"] == 0.4 and items[2]["shared_score"] is None
     assert items[1]["error"] == "boom" and items[1]["miou"] is None
+
+
+def test_every_database_call_runs_off_the_event_loop(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handlers are async: a store call made on the event loop would stall every request
+    in flight for its round trip. Each must go through the app's thread pool."""
+    import threading
+
+    store = store_of(api)
+    search_id = submit(api)["id"]
+    threads: set[str] = set()
+    for name in ("get", "page", "sample_page", "reward_curve", "result", "submit"):
+        real = getattr(store, name)
+
+        def recorded(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            threads.add(threading.current_thread().name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, recorded)
+    for path in ("", "/architectures", "/rewards", "/result", "/retrains"):
+        api.get(f"/searches/{search_id}{path}")
+    api.get("/searches")
+    api.post("/searches", json=SPEC)
+    api.post(f"/searches/{search_id}/cancel")
+    api.get("/healthz")
+    assert threads and all(t.startswith("segnas-api-io") for t in threads), threads
