@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Literal
@@ -60,9 +61,20 @@ IdempotencyKey = Annotated[
 NOT_FOUND = {404: {"model": Problem, "description": "no search has this id"}}
 
 
-def _search_json(search: SearchOut) -> tuple[bytes, str]:
-    body = search.model_dump_json().encode()
-    return body, f'W/"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+# What a search's ETag stands for besides its row's revision: the shape of the representation,
+# so that a server whose SearchOut changed never answers 304 to a copy in the older shape.
+_SHAPE = hashlib.blake2b(
+    json.dumps(SearchOut.model_json_schema(), sort_keys=True).encode(), digest_size=4
+).hexdigest()
+
+
+def _etag(revision: int) -> str:
+    """The body of a search follows from its row alone, which changes only with its revision."""
+    return f'W/"{revision}.{_SHAPE}"'
+
+
+def _search_json(record: SearchRecord) -> tuple[bytes, str]:
+    return SearchOut.of(record).model_dump_json().encode(), _etag(record.revision)
 
 
 @router.post(
@@ -88,7 +100,7 @@ async def submit_search(
             422, f"dataset.root {str(root)!r} is outside the allowed data folders ({allowed})"
         )
     record, created = await blocking(request, _submit, state, spec, idempotency_key)
-    body, etag = _search_json(SearchOut.of(record))
+    body, etag = _search_json(record)
     headers = {"Location": f"/searches/{record.id}", "ETag": etag}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -143,8 +155,14 @@ async def get_search(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One search. A browser (``Accept: text/html``) gets its web page instead."""
+    store = request.app.state.store
+    if if_none_match is not None and not _wants_html(request):
+        # Most polls find the search unchanged: its revision alone says so, without the row.
+        etag = _etag(await blocking(request, store.revision, search_id))
+        if etag in _etags(if_none_match):
+            return Response(status_code=304, headers={"ETag": etag})
     try:
-        record = await blocking(request, request.app.state.store.get, search_id)
+        record = await blocking(request, store.get, search_id)
     except SearchNotFoundError:
         if not _wants_html(request):
             raise
@@ -152,9 +170,7 @@ async def get_search(
         return FileResponse(WEB_DIR / "search.html", status_code=404, media_type="text/html")
     if _wants_html(request):
         return FileResponse(WEB_DIR / "search.html", media_type="text/html")
-    body, etag = _search_json(SearchOut.of(record))
-    if if_none_match is not None and etag in _etags(if_none_match):
-        return Response(status_code=304, headers={"ETag": etag})
+    body, etag = _search_json(record)
     return Response(body, headers={"ETag": etag}, media_type="application/json")
 
 

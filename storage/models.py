@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -83,6 +84,14 @@ class Search(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Counts the changes to the row, in the database (``revision + 1`` in every UPDATE), so
+    # that it changes with each write whatever the writers' clocks say: the API's ETag.
+    revision: Mapped[int] = mapped_column(
+        Integer, default=1, server_default="1", onupdate=literal_column("revision") + 1
+    )
+
+    # Read back what the database computed (the revision) in the flush that wrote it.
+    __mapper_args__: ClassVar[dict[str, Any]] = {"eager_defaults": True}
 
 
 class Sample(Base):

@@ -38,6 +38,7 @@ FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 # The polled read, built once: a statement made per call costs a third of the read's CPU
 # (constructing the clause and its cache key), more than the round trip through psycopg.
 _GET_SEARCH = select(Search.__table__).where(Search.__table__.c.id == bindparam("id"))
+_GET_REVISION = select(Search.__table__.c.revision).where(Search.__table__.c.id == bindparam("id"))
 
 
 class _Record(BaseModel):
@@ -60,6 +61,7 @@ class SearchRecord(_Record):
     worker: str | None = None
     heartbeat_at: datetime | None = None
     attempts: int = 0
+    revision: int = 1
 
 
 class SampleRecord(_Record):
@@ -228,6 +230,17 @@ class SearchStore:
         if row is None:
             raise SearchNotFoundError(f"no search with id {search_id!r}")
         return SearchRecord.model_validate(row, from_attributes=True)
+
+    def revision(self, search_id: str) -> int:
+        """How many times the search's row changed; a poll that knows the ETag asks only this.
+
+        Raises:
+            SearchNotFoundError: no search has this id.
+        """
+        revision = self._read(lambda c: c.execute(_GET_REVISION, {"id": search_id}).scalar())
+        if revision is None:
+            raise SearchNotFoundError(f"no search with id {search_id!r}")
+        return revision
 
     def mark_running(self, search_id: str) -> None:
         """The driver starts (or resumes) the search. A cancel asked for in the meantime

@@ -813,3 +813,30 @@ def test_every_database_call_runs_off_the_event_loop(
     api.post(f"/searches/{search_id}/cancel")
     api.get("/healthz")
     assert threads and all(t.startswith("segnas-api-io") for t in threads), threads
+
+
+def test_a_poll_with_an_etag_for_an_unknown_search_is_404(api: TestClient) -> None:
+    response = api.get(f"/searches/{UNKNOWN_ID}", headers={"If-None-Match": 'W/"1.x"'})
+    assert_problem(response, 404, UNKNOWN_ID)
+
+
+def test_every_write_the_poll_can_see_changes_the_etag(api: TestClient) -> None:
+    """A heartbeat, a cancel, a finish: after each, the old ETag gets the new body, not 304."""
+    search_id = submit(api)["id"]
+    leases = api.app.state.leases  # type: ignore[attr-defined]
+    store = store_of(api)
+    etags = [api.get(f"/searches/{search_id}").headers["etag"]]
+    for write in (
+        lambda: leases.claim(search_id, "a"),
+        lambda: leases.heartbeat("a", [search_id]),
+        lambda: store.mark_running(search_id),
+        lambda: api.post(f"/searches/{search_id}/cancel"),
+        lambda: store.mark_finished(search_id, "cancelled"),
+    ):
+        write()
+        response = api.get(f"/searches/{search_id}", headers={"If-None-Match": etags[-1]})
+        assert response.status_code == 200, response.status_code
+        assert response.json() == api.get(f"/searches/{search_id}").json()
+        etags.append(response.headers["etag"])
+    assert len(set(etags)) == len(etags)
+    assert api.get(f"/searches/{search_id}").json()["status"] == "cancelled"

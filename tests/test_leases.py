@@ -106,3 +106,36 @@ def test_release_frees_the_lease_for_anyone(store: SearchStore) -> None:
     leases.release(search_id, "a")
     assert leases.orphans() == [search_id]
     assert leases.claim(search_id, "b") is Claim.TAKEN
+
+
+def test_every_write_to_a_search_adds_one_to_its_revision(store: SearchStore) -> None:
+    """The revision is the API's ETag: a write that left it alone would make polls answer
+    304 over a changed search. Each write of the driver, the dispatcher and the API counts."""
+    leases = SearchLeases(store)
+    search_id = store.create(SPEC).id
+    writes = [
+        lambda: leases.claim(search_id, "a"),
+        lambda: store.mark_running(search_id),
+        lambda: store.update_progress(search_id, {"epoch": 1, "step": 2}),
+        lambda: store.update_progress(
+            search_id, {"epoch": 1, "step": 2}, best_arch=[1, 2], best_reward=0.5
+        ),
+        lambda: leases.heartbeat("a", [search_id]),
+        lambda: leases.request_cancel(search_id),
+        lambda: store.rewind(search_id, -1),
+        lambda: store.mark_finished(search_id, "cancelled"),
+        lambda: leases.release(search_id, "a"),
+    ]
+    seen = [store.revision(search_id)]
+    assert seen == [1] and store.get(search_id).revision == 1
+    for write in writes:
+        write()
+        seen.append(store.revision(search_id))
+    assert seen == list(range(1, len(writes) + 2))
+    assert store.get(search_id).revision == seen[-1]
+
+
+def test_a_queued_search_cancelled_at_once_gets_a_new_revision(store: SearchStore) -> None:
+    search_id = store.create(SPEC).id
+    assert SearchLeases(store).request_cancel(search_id) is CancelOutcome.CANCELLED
+    assert store.revision(search_id) == 2
