@@ -1,8 +1,11 @@
 """The fixed-architecture training loop, on small embedded digits."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from segnas.spec import load_search_spec
 from supernet.data import DigitsSpec, load_dataset
 from supernet.errors import ConfigError, DatasetError
 from supernet.metrics import ConfusionMatrix
@@ -10,6 +13,7 @@ from supernet.network import build_child
 from supernet.space import SearchSpace
 from supernet.training import ChildTrainer, TrainConfig, evaluate, make_loader, train_child
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = DigitsSpec(images=60, size=24)
 
 
@@ -120,18 +124,21 @@ def test_unknown_device_is_a_config_error(tiny_data):
 
 
 @pytest.mark.slow
-def test_digits_tell_convolutions_from_pooling():
-    """The embedded data set must be hard enough that architectures differ: telling which digit
-    a stroke belongs to needs learned spatial features, which a child of only pooling cells
-    (1x1 convs between fixed pools) lacks. About 4 minutes on two CPU cores; the figures this
-    budget gave when the test was written: conv5x5 0.231 test mIoU, pooling 0.083."""
-    data = load_dataset(DigitsSpec())  # the default: 2,000 canvases of 48x48
-    space = SearchSpace(layers=6, channels=16, num_classes=11)
-    config = TrainConfig(epochs=7, batch_size=16, seed=0)
-    conv = train_child(space, (2,) * 6, data, config).test.miou
-    pool = train_child(space, (4, 5) * 3, data, config).test.miou
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_demo_task_tells_convolutions_from_pooling(seed: int) -> None:
+    """The embedded default search's task (``configs/digits.yaml``: digit ink against the
+    background and the scribbles drawn on it) must be hard enough that architectures differ:
+    telling strokes from scribbles needs learned spatial features, which a child of only
+    pooling cells (1x1 convs between fixed pools) lacks. When this was written, seeds 0 to 5
+    gave the conv5x5 child 0.85 to 0.89 test mIoU and the pooling child 0.45 to 0.73 after
+    three epochs (each difference 0.12 or more). About 10 s a seed."""
+    spec = load_search_spec(REPO / "configs" / "digits.yaml")
+    data = load_dataset(spec.dataset)
+    space = spec.space.build(num_classes=data.num_classes, in_channels=data.in_channels)
+    config = TrainConfig(epochs=3, batch_size=16, seed=seed)
+    conv = train_child(space, (2,) * space.layers, data, config).test.miou
+    pool = train_child(space, (4, 5) * (space.layers // 2), data, config).test.miou
     assert conv - pool > 0.08, (conv, pool)
-    assert conv > 1.8 * pool, (conv, pool)
 
 
 def test_training_leaves_the_callers_random_stream_alone(tiny_data):
