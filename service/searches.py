@@ -155,8 +155,8 @@ async def get_search(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One search. A browser (``Accept: text/html``) gets its web page instead."""
-    store = request.app.state.store
-    if if_none_match is not None and not _wants_html(request):
+    store, html = request.app.state.store, _wants_html(request)
+    if if_none_match is not None and not html:
         # Most polls find the search unchanged: its revision alone says so, without the row.
         etag = _etag(await blocking(request, store.revision, search_id))
         if etag in _etags(if_none_match):
@@ -164,11 +164,11 @@ async def get_search(
     try:
         record = await blocking(request, store.get, search_id)
     except SearchNotFoundError:
-        if not _wants_html(request):
+        if not html:
             raise
         # Still the page (it says "no such search"), under the status the contract gives.
         return FileResponse(WEB_DIR / "search.html", status_code=404, media_type="text/html")
-    if _wants_html(request):
+    if html:
         return FileResponse(WEB_DIR / "search.html", media_type="text/html")
     body, etag = _search_json(record)
     return Response(body, headers={"ETag": etag}, media_type="application/json")

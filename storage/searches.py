@@ -11,7 +11,18 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -226,10 +237,7 @@ class SearchStore:
         Raises:
             SearchNotFoundError: no search has this id.
         """
-        row = self._read(lambda c: c.execute(_GET_SEARCH, {"id": search_id}).first())
-        if row is None:
-            raise SearchNotFoundError(f"no search with id {search_id!r}")
-        return SearchRecord.model_validate(row, from_attributes=True)
+        return SearchRecord.model_validate(self._row(_GET_SEARCH, search_id), from_attributes=True)
 
     def revision(self, search_id: str) -> int:
         """How many times the search's row changed; a poll that knows the ETag asks only this.
@@ -237,10 +245,18 @@ class SearchStore:
         Raises:
             SearchNotFoundError: no search has this id.
         """
-        revision = self._read(lambda c: c.execute(_GET_REVISION, {"id": search_id}).scalar())
-        if revision is None:
+        return self._row(_GET_REVISION, search_id).revision
+
+    def _row(self, query: Select[Any], search_id: str) -> Row[Any]:
+        """The row ``query`` (one of the prebuilt reads, bound by ``id``) finds for the search.
+
+        Raises:
+            SearchNotFoundError: no search has this id.
+        """
+        row = self._read(lambda c: c.execute(query, {"id": search_id}).first())
+        if row is None:
             raise SearchNotFoundError(f"no search with id {search_id!r}")
-        return revision
+        return row
 
     def mark_running(self, search_id: str) -> None:
         """The driver starts (or resumes) the search. A cancel asked for in the meantime
