@@ -196,28 +196,34 @@ def start_search(tmp_path: Path) -> Iterator[Callable[..., SearchProcess]]:
             search.process.wait()
 
 
+@pytest.mark.parametrize(
+    ("epochs", "state", "what"),
+    [
+        # In the loop, once the first epoch is checkpointed. 10 epochs: the 9 after it are the
+        # search's head start on the SIGTERM, and all the resumed search has to do (39 took the
+        # resume past 600 s on a loaded machine).
+        pytest.param(10, "select 1 from checkpoints", "first checkpoint row", id="mid-search"),
+        # As soon as the search is running, that is while (or just before) the process starts
+        # its local Ray.
+        pytest.param(
+            1,
+            "select 1 from searches where status = 'running'",
+            "running search",
+            id="while-ray-starts",
+        ),
+    ],
+)
 def test_sigterm_marks_the_search_cancelled_and_it_resumes(
-    tmp_path: Path, start_search: Callable[..., SearchProcess]
+    tmp_path: Path,
+    start_search: Callable[..., SearchProcess],
+    epochs: int,
+    state: str,
+    what: str,
 ) -> None:
-    """A search stopped by SIGTERM is left resumable, and resuming it finishes it."""
-    # 10 epochs: the 9 after the first checkpoint are the search's head start on the SIGTERM,
-    # and all the resumed search has to do (39 took the resume past 600 s on a loaded machine).
-    search = start_search("--config", str(TINY), "--set", "epochs=10")
-    search.wait_until("select 1 from checkpoints", "first checkpoint row")
-    search_id = search.terminate_and_wait()
-
-    resumed = segnas(tmp_path, "search", "--resume", search_id, "--json")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "succeeded"
-
-
-def test_sigterm_while_ray_starts_marks_the_search_cancelled_and_it_resumes(
-    tmp_path: Path, start_search: Callable[..., SearchProcess]
-) -> None:
-    """SIGTERM as soon as the search is running, that is while (or just before) the process
-    starts its local Ray, stops it the same way: cancelled, resumable, exit 130."""
-    search = start_search("--config", str(TINY), "--set", "epochs=1")
-    search.wait_until("select 1 from searches where status = 'running'", "running search")
+    """A search stopped by SIGTERM exits 130, cancelled and resumable, and resuming it
+    finishes it."""
+    search = start_search("--config", str(TINY), "--set", f"epochs={epochs}")
+    search.wait_until(state, what)
     search_id = search.terminate_and_wait()
 
     resumed = segnas(tmp_path, "search", "--resume", search_id, "--json")

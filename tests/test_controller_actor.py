@@ -32,13 +32,7 @@ RESTART_WAIT_S = 60.0
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster() -> Iterator[None]:
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2
-    )
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture(autouse=True, scope="module")
