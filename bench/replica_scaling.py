@@ -46,7 +46,6 @@ def measure(spec: dict, replicas: int, *, gpus: bool, batches: int, batch: int, 
         layers, choices = spec["space"]["layers"], len(spec["space"]["cells"])
         rng = np.random.default_rng(0)
         score_batch = spec["controller_phase"]["batch_size"]
-        val_batches = ray.get(actors[0].val_batches.remote(score_batch))
 
         def draw(n: int) -> list[tuple[int, ...]]:
             return [tuple(int(c) for c in rng.integers(0, choices, layers)) for _ in range(n)]
@@ -55,11 +54,9 @@ def measure(spec: dict, replicas: int, *, gpus: bool, batches: int, batch: int, 
             archs = draw(batch)
             refs = []
             for r, actor in enumerate(actors):
-                part = [
-                    (archs[i], (k * batch + i) % val_batches) for i in range(r, batch, replicas)
-                ]
+                part = [archs[i] for i in range(r, batch, replicas)]
                 if part:
-                    refs.append(actor.score_minibatches.remote(part, score_batch))
+                    refs.append(actor.score_minibatch.remote(part, k, score_batch))
             ray.get(refs)
 
         def train_round(first: int, n: int) -> None:

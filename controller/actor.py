@@ -67,7 +67,7 @@ class ControllerService:
     def sample(self, n: int) -> list[tuple[int, ...]]:
         return self.batcher.sample(n)
 
-    def greedy(self) -> tuple[int, ...]:
+    def greedy(self) -> tuple[int, ...] | None:
         return self.batcher.greedy()
 
     def version(self) -> int:

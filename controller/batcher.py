@@ -82,7 +82,7 @@ class RewardBatcher:
         """Architectures from the current policy that earn no reward (shared phase, derive)."""
         return self.trainer.sample(n)
 
-    def greedy(self) -> tuple[int, ...]:
+    def greedy(self) -> tuple[int, ...] | None:
         return self.trainer.greedy()
 
     def report(self, version: int, rewards: Mapping[int, float]) -> UpdateStats | None:

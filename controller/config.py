@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,13 @@ class ReinforceConfig(BaseModel):
         tanh_constant: logit squash ``c * tanh(logits)``; None for none. It caps one choice's
             probability (0.80 for 1.5 with 6 choices, see ``controller.policy.probability_cap``).
         temperature: logits are divided by it before the squash; None for none.
+        normalize_advantage: divide ``R - b`` by a moving estimate of its standard deviation
+            (kept like the baseline, with ``baseline_decay``), so that a reward's scale (pixel
+            accuracy varies a few times less across architectures than mIoU) does not act as
+            a hidden learning rate. Off: ENAS's raw ``R - b``.
+        sampler: ``policy`` draws from the LSTM and learns from the rewards (ENAS);
+            ``uniform`` draws every layer's cell uniformly and never learns: random search
+            with weight sharing through the same loop (Yu et al., ICLR 2020).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -44,3 +51,5 @@ class ReinforceConfig(BaseModel):
     lstm_layers: int = Field(1, ge=1, le=8)
     tanh_constant: PositiveFloat | None = 1.5
     temperature: PositiveFloat | None = None
+    normalize_advantage: bool = True
+    sampler: Literal["policy", "uniform"] = "policy"

@@ -1,4 +1,5 @@
-"""REINFORCE for the controller: moving-average baseline, entropy bonus, clipped Adam steps.
+"""REINFORCE for the controller: moving-average baseline, advantage normalisation, entropy bonus,
+clipped Adam steps; or, with ``sampler: uniform``, uniform draws that never learn.
 
 ``ReinforceTrainer`` owns everything a controller needs to survive a restart: the policy, its
 Adam optimizer, its own random generator, the baseline and the update counter. All of it goes
@@ -26,6 +27,9 @@ from torch import Tensor
 
 from controller.config import ReinforceConfig
 from controller.policy import LSTMPolicy, PolicySample
+
+SCALE_EPS = 1e-8
+"""Added to the advantage scale: a batch of equal rewards must not divide by zero."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class ReinforceTrainer:
             self._policy.parameters(), lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps
         )
         self._baseline: float | None = None
+        # Moving estimate of E[(R - b)^2], for the advantage normalisation.
+        self._spread: float | None = None
         self._step = 0
 
     @classmethod
@@ -131,28 +137,49 @@ class ReinforceTrainer:
         """Candidate cells per layer."""
         return self._policy.num_choices
 
+    @property
+    def learns(self) -> bool:
+        """Whether updates change the sampling distribution (False for ``sampler: uniform``)."""
+        return self._config.sampler == "policy"
+
     @torch.no_grad()
     def sample_batch(self, n: int | None = None) -> PolicySample:
         """Draw ``n`` architectures (default ``batch_size``) with their log-probs and entropies."""
-        return self._policy.sample(
-            self._config.batch_size if n is None else n, generator=self._generator
+        n = self._config.batch_size if n is None else n
+        if not self.learns:
+            return self._uniform(n)
+        return self._policy.sample(n, generator=self._generator)
+
+    def _uniform(self, n: int) -> PolicySample:
+        layers, k = self.num_layers, self.num_choices
+        archs = torch.randint(0, k, (n, layers), generator=self._generator)
+        log_k = math.log(k)
+        return PolicySample(
+            archs=archs,
+            log_probs=torch.full((n,), -layers * log_k),
+            entropies=torch.full((n,), layers * log_k),
         )
 
     def sample(self, n: int | None = None) -> list[tuple[int, ...]]:
         """Draw ``n`` architectures (default ``batch_size``) as tuples of cell indices."""
         return [tuple(arch) for arch in self.sample_batch(n).archs.tolist()]
 
-    def greedy(self) -> tuple[int, ...]:
-        """The policy's most likely architecture (argmax at every layer)."""
+    def greedy(self) -> tuple[int, ...] | None:
+        """The policy's most likely architecture (argmax at every layer); None for a uniform
+        sampler, which has none."""
+        if not self.learns:
+            return None
         return tuple(self._policy.greedy())
 
     def update(self, archs: Sequence[Sequence[int]], rewards: Sequence[float]) -> UpdateStats:
         """One REINFORCE step on a batch of architectures and their rewards.
 
-        ``loss = -mean(log p(arch) * (R - b)) - entropy_weight * mean(entropy)``, with ``b``
-        the baseline from before this batch. The architectures should come from the current
-        policy (``step`` is its version): the update is plain on-policy REINFORCE, with no
-        importance weights for stale samples.
+        ``loss = -mean(log p(arch) * A) - entropy_weight * mean(entropy)``, with the advantage
+        ``A = (R - b) / s``: ``b`` the baseline from before this batch and ``s`` the moving
+        root-mean-square of ``R - b`` from before this batch (1 without
+        ``normalize_advantage``). The architectures should come from the current policy
+        (``step`` is its version): the update is plain on-policy REINFORCE, with no importance
+        weights for stale samples. A uniform sampler keeps the statistics and makes no step.
 
         Args:
             archs: the architectures, each ``num_layers`` cell indices.
@@ -170,35 +197,54 @@ class ReinforceTrainer:
         # rewards every sampled architecture gets a positive advantage, so the first updates
         # push all of them up alike and mostly just sharpen the policy at random.
         old_baseline = mean_reward if self._baseline is None else self._baseline
-        advantages = torch.tensor([r - old_baseline for r in reward_list], dtype=torch.float32)
+        deviations = [r - old_baseline for r in reward_list]
+        # The first batch's own spread (about its mean), like the baseline's start.
+        old_spread = (
+            math.fsum(d * d for d in deviations) / len(deviations)
+            if self._spread is None
+            else self._spread
+        )
+        scale = math.sqrt(old_spread) + SCALE_EPS if c.normalize_advantage else 1.0
+        advantages = torch.tensor([d / scale for d in deviations], dtype=torch.float32)
 
-        log_probs, entropies = self._policy.log_prob(arch_tensor)
-        loss = -(log_probs * advantages).mean() - c.entropy_weight * entropies.mean()
-        self._optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for p in self._policy.parameters() if p.grad is not None]
-        if c.grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip, error_if_nonfinite=True)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm(
-                [p.grad for p in params], error_if_nonfinite=True
+        if self.learns:
+            log_probs, entropies = self._policy.log_prob(arch_tensor)
+            loss = -(log_probs * advantages).mean() - c.entropy_weight * entropies.mean()
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for p in self._policy.parameters() if p.grad is not None]
+            if c.grad_clip is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    params, c.grad_clip, error_if_nonfinite=True
+                )
+            else:
+                grad_norm = torch.nn.utils.get_total_norm(
+                    [p.grad for p in params], error_if_nonfinite=True
+                )
+            self._optimizer.step()
+            loss_value, entropy, norm = (
+                float(loss.detach()),
+                float(entropies.detach().mean()),
+                float(grad_norm),
             )
-        self._optimizer.step()
+        else:
+            loss_value, entropy, norm = 0.0, self.num_layers * math.log(self.num_choices), 0.0
 
         # Only now that the step is made: a failed update leaves the trainer as it was.
-        baseline = old_baseline
+        baseline, spread = old_baseline, old_spread
         for r in reward_list:
+            spread -= (1.0 - c.baseline_decay) * (spread - (r - baseline) ** 2)
             baseline -= (1.0 - c.baseline_decay) * (baseline - r)
-        self._baseline = baseline
+        self._baseline, self._spread = baseline, spread
         self._step += 1
         return UpdateStats(
             step=self._step,
-            loss=float(loss.detach()),
+            loss=loss_value,
             mean_reward=mean_reward,
             baseline=baseline,
-            mean_entropy=float(entropies.detach().mean()),
-            grad_norm=float(grad_norm),
-            clipped=c.grad_clip is not None and float(grad_norm) > c.grad_clip,
+            mean_entropy=entropy,
+            grad_norm=norm,
+            clipped=self.learns and c.grad_clip is not None and norm > c.grad_clip,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -215,6 +261,7 @@ class ReinforceTrainer:
                 "policy": self._policy.state_dict(),
                 "optimizer": self._optimizer.state_dict(),
                 "baseline": self._baseline,
+                "spread": self._spread,
                 "step": self._step,
                 "generator": self._generator.get_state(),
             }
@@ -259,6 +306,9 @@ class ReinforceTrainer:
         self._generator.set_state(state["generator"].clone())
         baseline = state["baseline"]
         self._baseline = None if baseline is None else float(baseline)
+        # Absent from snapshots taken before the advantage normalisation.
+        spread = state.get("spread")
+        self._spread = None if spread is None else float(spread)
         self._step = int(state["step"])
 
     def _check_archs(self, archs: Sequence[Sequence[int]]) -> Tensor:

@@ -21,12 +21,13 @@ VERBS: dict[str, tuple[str, str]] = {
     "search": ("search", "run (or resume) an ENAS search and print the best architecture"),
     "retrain": ("retrain", "retrain a search's best architectures from scratch (Ray Tune)"),
     "export": ("export", "a retrained network as TorchScript, state_dict and model card"),
+    "evaluate": ("evaluate", "the search phase against random search and controls, retrained"),
     "reproduce": ("reproduce", "the paper's Table 1: a search per reward, retrained, reported"),
     "report": ("report", "report.md, report.json and figures for finished searches"),
     "db": ("db", "database schema: upgrade, downgrade, current revision"),
     "serve": ("serve", "the API, the web page and a dispatcher (embedded defaults)"),
     "worker": ("worker", "a dispatcher: takes search jobs from Redis and runs them"),
-    "demo": ("demo", "serve, submit configs/digits.yaml through the API, show its progress"),
+    "demo": ("demo", "serve, submit the default search through the API, show its progress"),
 }
 
 

@@ -3,6 +3,14 @@
 The CLI's config files (``configs/*.yaml``), the service's ``POST /searches`` bodies and the
 rows of the ``searches`` table all hold this one schema. Unknown fields are errors, so a typo
 never silently becomes a default. Imports no torch: the API process validates specs too.
+
+A spec says how a search differs from the default search, ``DEFAULT_SEARCH`` (spelled out in
+``configs/shapes.yaml``): a field it leaves out takes the default search's value. So
+``segnas search`` without a config, ``segnas demo``, ``make demo`` and an empty
+``POST /searches`` body run the same search, and ``{"epochs": 5}`` is that search with 5
+epochs. A ``dataset`` of another kind replaces the default data set whole. The sections'
+own defaults (``SharedSpec()``, ``ReinforceConfig()``: ENAS's) apply where the default search
+leaves a field unset.
 """
 
 from __future__ import annotations
@@ -15,11 +23,27 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.config import ReinforceConfig
-from supernet.data.specs import DATASET_KINDS, DatasetSpec, DigitsSpec
+from supernet.data.specs import DATASET_KINDS, DatasetSpec, ShapesSpec
 from supernet.errors import ConfigError, validation_problems
 from supernet.space import CELL_NAMES, SearchSpace
 
 RewardName = Literal["accuracy", "miou", "miou_plus"]
+
+DEFAULT_SEARCH: dict[str, Any] = {
+    "name": "shapes",
+    "seed": 0,
+    "epochs": 15,
+    "reward": "miou",
+    "dataset": {"kind": "shapes", "images": 1500, "size": 32},
+    "space": {"layers": 6, "channels": 16},
+    "shared": {"batch_size": 32, "optimizer": "adam", "lr": 0.003, "restart_epochs": 15},
+    "controller_phase": {"steps": 10, "batch_size": 32},
+    "controller": {"batch_size": 10},
+    "derive": {"samples": 20},
+    "resources": {"replicas": 1, "cpus_per_replica": 1},
+}
+"""The default search (``configs/shapes.yaml``): ENAS on the embedded ``shapes`` task in a
+6-layer space, sized for 2 CPU cores (docs/search.md). What a spec leaves out comes from here."""
 
 
 class _Section(BaseModel):
@@ -152,13 +176,20 @@ class SearchSpec(_Section):
     seed: int = Field(0, ge=0, lt=2**31)
     epochs: int = Field(10, ge=1, le=10_000)
     reward: RewardName = "miou"
-    dataset: DatasetSpec = Field(default_factory=DigitsSpec)
+    dataset: DatasetSpec = Field(default_factory=ShapesSpec)
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     shared: SharedSpec = Field(default_factory=SharedSpec)
     controller_phase: ControllerPhaseSpec = Field(default_factory=ControllerPhaseSpec)
     controller: ReinforceConfig = Field(default_factory=ReinforceConfig)
     derive: DeriveSpec = Field(default_factory=DeriveSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_the_default_search(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = over_default_search(data)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -184,6 +215,23 @@ class SearchSpec(_Section):
     def controller_config(self) -> ReinforceConfig:
         """The controller's config (its seed is ``seed`` unless the spec set one)."""
         return self.controller
+
+
+def over_default_search(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` laid over ``DEFAULT_SEARCH``: sections merged field by field, a data set of
+    another ``kind`` taking the default data set's place whole. Values that are not mappings
+    where a section is expected are kept as given, for validation to name."""
+    out = _deep_copy(DEFAULT_SEARCH)
+    for key, value in data.items():
+        base = out.get(key)
+        if isinstance(base, dict) and isinstance(value, Mapping):
+            if key == "dataset" and value.get("kind", base["kind"]) != base["kind"]:
+                out[key] = _deep_copy(value)
+            else:
+                out[key] = {**base, **_deep_copy(value)}
+        else:
+            out[key] = value
+    return out
 
 
 def parse_search_spec(data: Mapping[str, Any]) -> SearchSpec:

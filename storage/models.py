@@ -204,3 +204,71 @@ class Retrain(Base):
     error: Mapped[str | None] = mapped_column(Text)
     seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Evaluation(Base):
+    """One search-phase evaluation (``segnas evaluate``): its plan, its searches, its summary.
+
+    The id is a digest of the base spec and the settings, so running the same evaluation again
+    finds this row and goes on where it stopped.
+    """
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    spec: Mapped[dict[str, Any]]
+    settings: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    # {"SEED/METHOD": search id} for the searches of the evaluation, as they are created.
+    searches: Mapped[dict[str, Any]]
+    summary: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class EvaluationTraining(Base):
+    """One architecture of an evaluation trained from scratch with one training seed, tested."""
+
+    __tablename__ = "evaluation_trainings"
+    __table_args__ = (
+        UniqueConstraint(
+            "evaluation_id", "arch_key", "train_seed", name="uq_evaluation_trainings_arch_seed"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    evaluation_id: Mapped[str] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
+    arch: Mapped[list[int]]
+    arch_key: Mapped[str] = mapped_column(String(400))
+    train_seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(12))
+    params: Mapped[int | None] = mapped_column(BigInteger)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    mean_precision: Mapped[float | None] = mapped_column(Float)
+    mean_recall: Mapped[float | None] = mapped_column(Float)
+    miou: Mapped[float | None] = mapped_column(Float)
+    miou_plus: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class EvaluationScore(Base):
+    """One architecture scored under the shared weights of one of the evaluation's supernets
+    (the last checkpoint of one of its searches), on the whole validation split."""
+
+    __tablename__ = "evaluation_scores"
+    __table_args__ = (
+        UniqueConstraint(
+            "evaluation_id", "search_id", "arch_key", name="uq_evaluation_scores_search_arch"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    evaluation_id: Mapped[str] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
+    search_id: Mapped[str] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    arch: Mapped[list[int]]
+    arch_key: Mapped[str] = mapped_column(String(400))
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -4,10 +4,14 @@ The confusion matrix is accumulated over every pixel of a split (never averaged 
 pixels with the ignore label are left out. ``matrix[t, p]`` counts pixels of true class ``t``
 predicted as ``p``.
 
-Classes absent from both the truth and the prediction of a split have no defined precision,
-recall or IoU (0 / 0): they are left out of the means, not counted as 0 or 1. A class that is
-predicted but absent from the truth has precision 0 and IoU 0 (both counted) and no recall; a
-class that is present but never predicted has recall 0 and IoU 0 and no precision.
+Every mean is over the classes *present*: in the truth or in the prediction of the split.
+Classes absent from both have no defined precision, recall or IoU (0 / 0) and are left out.
+A present class whose ratio has a zero denominator counts as 0: a class in the truth that is
+never predicted has precision 0 (as well as recall 0 and IoU 0), and a predicted class absent
+from the truth has recall 0 (as well as precision 0 and IoU 0). So a model that predicts only
+background scores ``1 / present`` precision for the background's share at most, and cannot
+beat a model that finds the objects (leaving the never-predicted classes out of the mean, as
+before, let an all-background model score 0.90 mean precision, above real models' 0.82).
 """
 
 from __future__ import annotations
@@ -100,6 +104,15 @@ def _nanmean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else 0.0
 
 
+def _present_mean(num: np.ndarray, den: np.ndarray, present: np.ndarray) -> float:
+    """Mean of ``num / den`` over the present classes, a zero denominator counting as 0."""
+    if not present.any():
+        return 0.0
+    ratio = np.zeros(num.shape)
+    np.divide(num, den, out=ratio, where=den > 0)
+    return float(ratio[present].mean())
+
+
 def metrics_from_matrix(matrix: np.ndarray, *, background: int = 0) -> Metrics:
     """Pixel accuracy, mean precision, mean recall, per-class IoU, mIoU and mIoU+.
 
@@ -116,6 +129,7 @@ def metrics_from_matrix(matrix: np.ndarray, *, background: int = 0) -> Metrics:
     pred = m.sum(axis=0)
     total = m.sum()
     iou = _ratio(tp, true + pred - tp)
+    present = (true + pred) > 0
 
     objects = np.ones(len(m), dtype=bool)
     objects[background] = False
@@ -130,8 +144,8 @@ def metrics_from_matrix(matrix: np.ndarray, *, background: int = 0) -> Metrics:
 
     return Metrics(
         accuracy=float(tp.sum() / total) if total else 0.0,
-        mean_precision=_nanmean(_ratio(tp, pred)),
-        mean_recall=_nanmean(_ratio(tp, true)),
+        mean_precision=_present_mean(tp, pred, present),
+        mean_recall=_present_mean(tp, true, present),
         miou=_nanmean(iou),
         miou_plus=_nanmean(merged_iou),
         per_class_iou=[None if np.isnan(v) else float(v) for v in iou],

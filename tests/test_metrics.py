@@ -15,8 +15,8 @@ MATRIX = np.array([[3, 1, 0], [0, 2, 0], [1, 0, 0]])
 def test_metrics_against_hand_computed_values():
     m = metrics_from_matrix(MATRIX)
     assert m.accuracy == pytest.approx(5 / 7)
-    # precision: 3/4, 2/3, undefined (nothing predicted as 2) -> left out of the mean
-    assert m.mean_precision == pytest.approx((3 / 4 + 2 / 3) / 2)
+    # precision: 3/4, 2/3, and 0 for class 2 (present in the truth, never predicted)
+    assert m.mean_precision == pytest.approx((3 / 4 + 2 / 3 + 0) / 3)
     # recall: 3/4, 2/2, 0/1
     assert m.mean_recall == pytest.approx((3 / 4 + 1 + 0) / 3)
     # IoU: 3/(4+4-3), 2/(2+3-2), 0/(1+0-0)
@@ -34,6 +34,7 @@ def test_classes_absent_from_truth_and_prediction_are_left_out():
     assert m.per_class_iou[3] is None
     assert m.miou == pytest.approx(metrics_from_matrix(MATRIX).miou)
     assert m.mean_recall == pytest.approx(metrics_from_matrix(MATRIX).mean_recall)
+    assert m.mean_precision == pytest.approx(metrics_from_matrix(MATRIX).mean_precision)
 
 
 def test_predicted_but_absent_class_counts_as_zero_iou_and_precision():
@@ -41,7 +42,19 @@ def test_predicted_but_absent_class_counts_as_zero_iou_and_precision():
     m = metrics_from_matrix(np.array([[3, 1], [0, 0]]))
     assert m.per_class_iou == pytest.approx([3 / 4, 0.0])
     assert m.mean_precision == pytest.approx((1 + 0) / 2)
-    assert m.mean_recall == pytest.approx(3 / 4)  # recall of class 1 is undefined
+    # class 1 is present (predicted), so its recall counts, as 0
+    assert m.mean_recall == pytest.approx((3 / 4 + 0) / 2)
+
+
+def test_an_all_background_model_cannot_beat_one_that_finds_the_objects():
+    # 90 % background, two object classes; one model predicts only background, the other
+    # finds most object pixels at the cost of a few background pixels.
+    lazy = np.array([[90, 0, 0], [6, 0, 0], [4, 0, 0]])
+    real = np.array([[86, 2, 2], [1, 5, 0], [1, 0, 3]])
+    lazy_m, real_m = metrics_from_matrix(lazy), metrics_from_matrix(real)
+    assert lazy_m.mean_precision == pytest.approx(0.9 / 3)
+    assert real_m.mean_precision > lazy_m.mean_precision
+    assert real_m.mean_recall > lazy_m.mean_recall
 
 
 def test_confusion_matrix_accumulates_pixels_and_skips_ignore_label():

@@ -5,7 +5,8 @@ Per epoch (DESIGN.md section 4):
 1. shared phase: the controller draws one architecture per step; every replica trains it on
    its shard of the step's global batch (gradients all-reduced inside the replica group);
 2. controller phase: ``controller_phase.steps`` times, the controller draws a tagged batch,
-   the replicas score its architectures in parallel, each on one validation minibatch, the
+   the replicas score its architectures in parallel, all on the same validation minibatch
+   (drawn afresh for each controller step: common random numbers), the
    rewards go back tagged with sample id and policy version, and the controller updates once
    the batch is complete; every sample is written to the database, one batch per step;
 3. a checkpoint (weights, optimizers, controller, RNG states, position), written atomically.
@@ -400,7 +401,6 @@ class SearchDriver:
 
     def _controller_phase(self, epoch: int, best: _Best) -> dict[str, float]:
         spec, phase = self.spec, self.spec.controller_phase
-        batches = self._gather([self._replicas[0].val_batches.remote(phase.batch_size)])[0]
         rewards: list[float] = []
         last: dict[str, float] = {}
         for step in range(phase.steps):
@@ -408,14 +408,19 @@ class SearchDriver:
             self._check_controller()
             batch = self._gather([self._controller.sample_batch.remote()])[0]
             size = len(batch.samples)
-            first_slot = (epoch * phase.steps + step) * size
+            # Common random numbers: the whole batch is scored on one validation minibatch,
+            # drawn afresh for every controller step, so the rewards the update compares
+            # differ by architecture, not by the images each one happened to get.
+            minibatch = epoch * phase.steps + step
             # Round-robin over the replicas; each reply is reported as soon as it arrives.
             parts = [list(range(r, size, len(self._replicas))) for r in range(len(self._replicas))]
             pending = {}
             for replica, part in zip(self._replicas, parts, strict=True):
                 if part:
-                    items = [(batch.samples[i].arch, (first_slot + i) % batches) for i in part]
-                    pending[replica.score_minibatches.remote(items, phase.batch_size)] = part
+                    archs = [batch.samples[i].arch for i in part]
+                    pending[
+                        replica.score_minibatch.remote(archs, minibatch, phase.batch_size)
+                    ] = part
             metrics: dict[int, dict[str, float]] = {}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -458,7 +463,9 @@ class SearchDriver:
                 tuple(a) for a in self._gather([self._controller.sample.remote(derive.samples)])[0]
             ]
         if derive.greedy:
-            archs.append(tuple(self._gather([self._controller.greedy.remote()])[0]))
+            greedy = self._gather([self._controller.greedy.remote()])[0]
+            if greedy is not None:  # a uniform sampler has no most likely architecture
+                archs.append(tuple(greedy))
         version = self._gather([self._controller.version.remote()])[0]
         self._report(epoch=spec.epochs, phase="derive", step=0, steps=len(archs))
         self._check_controller()

@@ -34,6 +34,8 @@ from supernet.training import autocast, make_optimizer, segmentation_loss
 from workers.schedule import make_shared_scheduler
 
 GROUP_TIMEOUT = timedelta(minutes=10)
+MINIBATCH_STREAM = 11
+"""Seeds, with the spec's seed and the minibatch number, the draw of a scoring minibatch."""
 
 
 def free_port() -> int:
@@ -232,13 +234,20 @@ class SupernetReplica:
         """Validation minibatches of ``batch_size`` (the last one may be smaller)."""
         return -(-len(self.data.val) // batch_size)
 
-    def score_minibatches(
-        self, items: Sequence[tuple[Sequence[int], int]], batch_size: int
+    def score_minibatch(
+        self, archs: Sequence[Sequence[int]], key: int, batch_size: int
     ) -> list[dict[str, Any]]:
-        """Score each ``(arch, minibatch index)`` on that one validation minibatch."""
-        archs = [arch for arch, _ in items]
-        batches = [[self._val_batch(b, batch_size)] for _, b in items]
-        return self._score(archs, batches, per_arch_batches=True)
+        """Score every architecture on the same validation minibatch number ``key``.
+
+        Minibatch ``key`` is ``batch_size`` validation images drawn without replacement from a
+        generator seeded by ``(seed, key)``: the same images on every replica and every rerun,
+        other images for another key, and always a full minibatch (no short tail).
+        """
+        val = self.data.val
+        count = min(batch_size, len(val))
+        rng = np.random.default_rng([self.spec.seed, MINIBATCH_STREAM, key])
+        ids = np.sort(rng.choice(len(val), count, replace=False)).tolist()
+        return self._score(archs, [self._batch(val, ids)], per_arch_batches=False)
 
     def score_split(
         self, archs: Sequence[Sequence[int]], batch_size: int, max_batches: int | None = None

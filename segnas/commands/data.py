@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segnas.commands.options import (
+    DEFAULT_DATASET,
     add_dataset_arguments,
     add_json_argument,
     dataset_spec_from_args,
@@ -26,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     inspect = actions.add_parser("inspect", help="split sizes, class histogram, preview")
     add_dataset_arguments(inspect)
+    inspect.add_argument(
+        "--config",
+        type=Path,
+        help="describe the data set of this search config (instead of --dataset and its options)",
+    )
     add_json_argument(inspect)
     inspect.add_argument("--preview", type=Path, help="write a PNG grid of images and masks")
     inspect.add_argument(
@@ -75,6 +81,30 @@ def write_preview(data: SegmentationData, path: Path, count: int) -> int:
     return count
 
 
+def _dataset_spec(args: argparse.Namespace, parse: Any) -> Any:
+    """The data set of ``--config`` (the same one a search of that config reads), or the one
+    the data set options describe."""
+    from segnas.spec import load_search_spec
+    from supernet.errors import ConfigError
+
+    if args.config is None:
+        return parse(dataset_spec_from_args(args))
+    given = [
+        flag
+        for flag, value in (
+            ("--dataset", args.dataset != DEFAULT_DATASET),
+            ("--root", args.root),
+            ("--size", args.size),
+            ("--data-seed", args.data_seed),
+            ("-D", args.data_option),
+        )
+        if value
+    ]
+    if given:
+        raise ConfigError(f"--config names the data set: drop {', '.join(given)}")
+    return load_search_spec(args.config).dataset
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -86,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--preview must name a {'/'.join(PREVIEW_SUFFIXES)} file")
     if args.preview_count < 1:
         raise ConfigError(f"--preview-count must be at least 1, got {args.preview_count}")
-    spec = parse_dataset_spec(dataset_spec_from_args(args))
+    spec = _dataset_spec(args, parse_dataset_spec)
     data = load_dataset(spec)
     histogram = {}
     for name in tqdm(SPLIT_NAMES, desc="reading masks", unit="split", disable=None, leave=False):
@@ -94,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
     overall = sum(histogram.values())
     present = [int(k) for k in np.flatnonzero(overall)]
     sizes = {name: len(data.split(name)) for name in SPLIT_NAMES}
+    train_pixels = max(int(histogram["train"].sum()), 1)
+    pixel_share = {
+        str(k): round(int(histogram["train"][k]) / train_pixels, 6) for k in range(data.num_classes)
+    }
     previewed = write_preview(data, args.preview, args.preview_count) if args.preview else 0
 
     if args.json:
@@ -104,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 "num_classes": data.num_classes,
                 "class_names": list(data.class_names),
                 "classes": present,
+                "pixel_share": pixel_share,
                 "histogram": {name: h.tolist() for name, h in histogram.items()},
                 "preview": str(args.preview) if args.preview else None,
             }

@@ -1,7 +1,8 @@
 """``segnas demo``: the service on embedded defaults, one search submitted through its API.
 
-Starts what ``segnas serve`` starts, POSTs ``configs/digits.yaml`` to ``/searches``, shows a
-progress bar while polling the search, then prints the best architecture, its metrics and the
+Starts what ``segnas serve`` starts, POSTs the default search (an empty body: the search of
+``configs/shapes.yaml``) or ``--config`` to ``/searches``, shows a progress bar while polling
+the search, then prints the best architecture, its metrics and the
 URL of its page. In a terminal it keeps serving until Ctrl-C (open the page); with ``--exit``,
 or when not run from a terminal, it ends after printing.
 """
@@ -17,14 +18,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from segnas.commands.search import DEFAULT_CONFIG
-
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="search spec (configs/digits.yaml)"
+        "--config",
+        type=Path,
+        help="search spec (default: the default search, configs/shapes.yaml)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (8000)")
@@ -43,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from service.app import create_app
     from storage.engine import data_dir
 
-    load_search_spec(args.config)  # a bad file fails here, in one line, before anything starts
-    body = yaml.safe_load(args.config.read_text())
+    body: dict = {}  # the default search
+    if args.config is not None:
+        load_search_spec(args.config)  # a bad file fails here, in one line, before anything
+        body = yaml.safe_load(args.config.read_text()) or {}
     check_port(args.host, args.port)
     base = f"http://{args.host}:{args.port}"
     logs = data_dir().resolve() / "logs"

@@ -11,14 +11,18 @@ import yaml
 
 from supernet.errors import ConfigError
 
+DEFAULT_DATASET = "shapes"
+"""The data set kind of ``--dataset`` when none is given: the default search's task."""
+
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data set")
     group.add_argument(
         "--dataset",
-        default="digits",
+        default=DEFAULT_DATASET,
         metavar="KIND",
-        help="digits (embedded, the default), voc (PASCAL VOC 2012) or folder (your own data)",
+        help="shapes (embedded, the default), digits (embedded), voc (PASCAL VOC 2012) or "
+        "folder (your own data)",
     )
     group.add_argument("--root", help="data set folder (voc, folder)")
     group.add_argument("--size", type=int, help="side of the square images fed to the network")

@@ -17,14 +17,12 @@ from segnas.commands.options import (
     print_table,
 )
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "digits.yaml"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        help=f"search spec (YAML); default: the embedded {DEFAULT_CONFIG.name}",
+        help="search spec (YAML); default: the default search (configs/shapes.yaml)",
     )
     add_overrides_argument(parser)
     parser.add_argument("--replicas", type=int, help="supernet replicas (resources.replicas)")
@@ -39,13 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def search_spec_from_args(args: argparse.Namespace) -> Any:
-    """The spec a new search runs with: the config file, then ``--set``, then ``--replicas``."""
-    from segnas.spec import load_search_spec
+    """The spec a new search runs with: the config file (default: the default search), then
+    ``--set``, then ``--replicas``."""
+    from segnas.spec import apply_overrides, load_search_spec, parse_search_spec
 
     overrides = parse_key_values(args.overrides)
     if args.replicas is not None:
         overrides["resources.replicas"] = args.replicas
-    return load_search_spec(args.config or DEFAULT_CONFIG, overrides)
+    if args.config is None:
+        return parse_search_spec(apply_overrides({}, overrides))
+    return load_search_spec(args.config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:

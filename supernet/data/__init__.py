@@ -1,8 +1,10 @@
 """Segmentation data sets: specs, loading, splits and transforms.
 
-Three kinds, chosen by a spec's ``kind``:
+Four kinds, chosen by a spec's ``kind``:
 
-- ``digits`` (default, embedded): real handwritten digits on textured canvases, generated in
+- ``shapes`` (default, embedded): large shapes of four classes on textured canvases, the task
+  the default search runs; generated in memory, nothing to download.
+- ``digits`` (embedded): real handwritten digits on textured canvases, generated in
   memory from scikit-learn's bundled scans; nothing to download.
 - ``voc``: PASCAL VOC 2012 segmentation from a VOCdevkit folder (the paper's data).
 - ``folder``: a user's own images, index-PNG masks and ``classes.txt``.
@@ -23,6 +25,8 @@ _EXPORTS = {
     "VOC_CLASSES": "supernet.data.voc",
     "DatasetSpec": "supernet.data.specs",
     "DigitsSpec": "supernet.data.specs",
+    "SHAPE_NAMES": "supernet.data.shapes",
+    "ShapesSpec": "supernet.data.specs",
     "FolderSpec": "supernet.data.specs",
     "VocSpec": "supernet.data.specs",
     "parse_dataset_spec": "supernet.data.specs",

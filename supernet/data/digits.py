@@ -39,6 +39,16 @@ from pathlib import Path
 import numpy as np
 
 from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
+from supernet.data.canvas import (
+    LUMA,
+    backgrounds,
+    boxes_overlap,
+    contrasting_colours,
+    paint_scribbles,
+    place_boxes,
+    scribbles,
+    summed_area,
+)
 from supernet.data.specs import DigitsSpec
 from supernet.data.splits import split_ids, split_sizes
 from supernet.errors import DatasetError
@@ -59,10 +69,6 @@ PLACEMENT_TRIES = 20
 """Random positions tried per digit before it is dropped."""
 CHUNK = 128
 """Canvases rendered together (changing it changes the canvases drawn from a seed)."""
-MIN_CONTRAST = 0.3
-"""Least luminance difference between a digit's colour and its local background (0..1)."""
-
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -88,12 +94,6 @@ class Placement:
         return boxes_overlap(
             (self.top, self.left, self.size), (other.top, other.left, other.size), gap
         )
-
-
-def boxes_overlap(a: tuple[int, int, int], b: tuple[int, int, int], gap: int = 0) -> bool:
-    """Whether two square ``(top, left, size)`` boxes come closer than ``gap`` pixels."""
-    (ta, la, sa), (tb, lb, sb) = a, b
-    return ta < tb + sb + gap and tb < ta + sa + gap and la < lb + sb + gap and lb < la + sa + gap
 
 
 def _bundled_digits_file() -> Path | None:
@@ -152,88 +152,6 @@ def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
     return m
 
 
-def _smooth_matrix(grid: int, size: int) -> np.ndarray:
-    """``[size, grid]`` Gaussian weights (rows sum to 1) that spread a ``grid x grid`` lattice of
-    random values into a smooth ``size x size`` field (``M @ X @ M.T``)."""
-    centres = (np.arange(grid) + 0.5) * size / grid
-    x = np.arange(size) + 0.5
-    w = np.exp(-0.5 * ((x[:, None] - centres[None, :]) / (0.7 * size / grid)) ** 2)
-    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _smooth_field(
-    rng: np.random.Generator, count: int, channels: int, grid: int, size: int
-) -> np.ndarray:
-    """``float32 [count, channels, size, size]`` smooth random fields, each stretched to 0..1."""
-    m = _smooth_matrix(grid, size)
-    field = m @ rng.random((count, channels, grid, grid), dtype=np.float32) @ m.T
-    low = field.min(axis=(2, 3), keepdims=True)
-    high = field.max(axis=(2, 3), keepdims=True)
-    return (field - low) / np.maximum(high - low, 1e-6)
-
-
-def _backgrounds(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
-    """``float32 [count, 3, size, size]`` textured backgrounds, roughly in 0..1: two random
-    colours blended by a smooth field, a finer colour texture and a linear lighting gradient."""
-    blend = _smooth_field(rng, count, 1, 4, size)[:, 0]
-    bg = _smooth_field(rng, count, 3, max(4, size // 4), size)
-    colours = rng.random((count, 2, 3, 1, 1), dtype=np.float32)
-    texture_amp = rng.uniform(0.05, 0.3, (count, 1, 1, 1)).astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi, (count, 1, 1)).astype(np.float32)
-    slope = rng.uniform(-0.3, 0.3, (count, 1, 1)).astype(np.float32)
-
-    # In place, one channel at a time: this runs on every pixel, and temporaries cost.
-    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    gradient = (slope * np.cos(angle)) * ramp + (slope * np.sin(angle)) * ramp[:, None]
-    bg -= 0.5
-    bg *= texture_amp
-    bg += colours[:, 0]
-    step = colours[:, 1, :, 0] - colours[:, 0, :, 0]
-    for ch in range(3):
-        bg[:, ch] += gradient
-        bg[:, ch] += step[:, ch, None] * blend
-    return bg
-
-
-def _scribbles(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
-    """``float32 [count, 1, size, size]`` ink of background strokes: pieces of a level line of
-    a smooth random field (curvy, about as wide as a digit stroke), kept where a second field is
-    high so that they come in fragments, on half of the canvases."""
-    level = _smooth_field(rng, count, 1, 5, size)
-    gate = _smooth_field(rng, count, 1, 3, size)
-    width = rng.uniform(0.03, 0.07, (count, 1, 1, 1)).astype(np.float32)
-    present = (rng.random((count, 1, 1, 1)) < 0.5).astype(np.float32)
-    ink = np.clip(1.5 - np.abs(level - 0.5) / width, 0.0, 1.0)
-    return ink * np.clip((gate - 0.45) * 8.0, 0.0, 1.0) * present
-
-
-def _contrasting_colours(draws: np.ndarray, luma: np.ndarray) -> np.ndarray:
-    """Random colours whose luminance differs from ``luma`` by at least ``MIN_CONTRAST``.
-
-    Args:
-        draws: ``[..., 5]`` uniform draws: contrast amount, direction, and a random RGB colour.
-        luma: ``[...]`` luminance of the background each colour is painted on.
-
-    Returns:
-        ``[..., 3]`` colours in 0..1, darker or lighter than the background at random (the other
-        way where the first would leave 0..1). Clipping can lower the contrast of a saturated
-        colour a little; the luminance gap before clipping is always at least ``MIN_CONTRAST``.
-    """
-    delta = MIN_CONTRAST + 0.4 * draws[..., 0]
-    target = np.where(draws[..., 1] < 0.5, luma + delta, luma - delta)
-    target = np.where((target < 0) | (target > 1), 2 * luma - target, target).clip(0, 1)
-    # A random hue at the target luminance: shift a random colour, then let clipping bend it.
-    colour = draws[..., 2:]
-    return np.clip(colour - (colour @ _LUMA)[..., None] + target[..., None], 0.0, 1.0)
-
-
-def _summed_area(image: np.ndarray) -> np.ndarray:
-    """Summed-area tables ``[N, S+1, S+1]`` of ``[N, S, S]`` images, for O(1) box means."""
-    table = np.zeros((image.shape[0], image.shape[1] + 1, image.shape[2] + 1), np.float32)
-    table[:, 1:, 1:] = image.cumsum(axis=1).cumsum(axis=2)
-    return table
-
-
 @dataclass(frozen=True)
 class Canvases:
     """Generated canvases of one split.
@@ -249,41 +167,6 @@ class Canvases:
     placements: tuple[tuple[Placement, ...], ...]
 
 
-def _place(
-    size: int, heights: np.ndarray, tries: np.ndarray, wanted: int
-) -> list[tuple[int, int, int]]:
-    """Boxes ``(slot, top, left)`` for up to ``wanted`` digits, ``GAP`` pixels apart at least.
-
-    Args:
-        size: canvas side.
-        heights: ``[max_digits]`` side of each digit's box.
-        tries: ``[max_digits, PLACEMENT_TRIES, 2]`` uniform draws of candidate positions.
-        wanted: how many digits to try.
-    """
-    placed: list[tuple[int, int, int]] = []
-    boxes: list[tuple[int, int, int]] = []
-    for slot in range(wanted):
-        h = int(heights[slot])
-        for u, v in tries[slot] * (size - h + 1):
-            box = (int(u), int(v), h)
-            if not any(boxes_overlap(box, other, GAP) for other in boxes):
-                placed.append((slot, box[0], box[1]))
-                boxes.append(box)
-                break
-        # No break: no room left for this digit, the canvas carries fewer.
-    return placed
-
-
-def _paint_scribbles(canvas: np.ndarray, ink: np.ndarray, colours: np.ndarray) -> None:
-    """Blend ``colours`` (``[N, 3]``) into ``canvas`` (``[N, 3, S, S]``) by ``ink``
-    (``[N, 1, S, S]``), in place."""
-    # Strokes cover a few percent of the pixels: paint only those.
-    n, y, x = np.nonzero(ink[:, 0])
-    alpha = ink[n, 0, y, x]
-    for ch in range(3):
-        canvas[n, ch, y, x] += (colours[n, ch] - canvas[n, ch, y, x]) * alpha
-
-
 def _digit_colours(
     luma: np.ndarray, boxes: np.ndarray, heights: np.ndarray, draws: np.ndarray
 ) -> np.ndarray:
@@ -294,18 +177,18 @@ def _digit_colours(
         luma: ``[N, S, S]`` background luminance.
         boxes: ``[B, 4]`` rows ``(canvas, slot, top, left)``.
         heights: ``[N, max_digits]`` box sides.
-        draws: ``[N, max_digits, 5]`` colour draws (see ``_contrasting_colours``).
+        draws: ``[N, max_digits, 5]`` colour draws (see ``contrasting_colours``).
     """
     n, slot, top, left = boxes.T
     h = heights[n, slot]
-    table = _summed_area(luma)
+    table = summed_area(luma)
     total = (
         table[n, top + h, left + h]
         - table[n, top, left + h]
         - table[n, top + h, left]
         + table[n, top, left]
     )
-    return _contrasting_colours(draws[n, slot], total / (h * h))
+    return contrasting_colours(draws[n, slot], total / (h * h))
 
 
 def render_canvases(
@@ -357,9 +240,9 @@ def _render_chunk(
 ) -> list[tuple[Placement, ...]]:
     """Render ``len(images)`` canvases into ``images`` (uint8 NHWC) and ``masks`` (zeroed)."""
     count, size, most = len(images), spec.size, spec.max_digits
-    canvas = _backgrounds(rng, count, size)
-    luma = np.einsum("nchw,c->nhw", canvas, _LUMA)
-    scribbles = _scribbles(rng, count, size)
+    canvas = backgrounds(rng, count, size)
+    luma = np.einsum("nchw,c->nhw", canvas, LUMA)
+    ink = scribbles(rng, count, size)
     wanted = rng.integers(spec.min_digits, most + 1, count)
     heights = rng.integers(spec.digit_size[0], spec.digit_size[1] + 1, (count, most))
     picks = rng.integers(0, len(pool), (count, most))
@@ -367,13 +250,13 @@ def _render_chunk(
     colour_draws = rng.random((count, most + 1, 5), dtype=np.float32)
     noise = rng.uniform(0.02, 0.12, (count, 1, 1, 1)).astype(np.float32)
 
-    scribble_colours = _contrasting_colours(colour_draws[:, 0], luma.mean(axis=(1, 2)))
-    _paint_scribbles(canvas, scribbles, scribble_colours)
+    scribble_colours = contrasting_colours(colour_draws[:, 0], luma.mean(axis=(1, 2)))
+    paint_scribbles(canvas, ink, scribble_colours)
     boxes = np.array(
         [
             (n, slot, top, left)
             for n in range(count)
-            for slot, top, left in _place(size, heights[n], tries[n], int(wanted[n]))
+            for slot, top, left in place_boxes(size, heights[n], tries[n], int(wanted[n]), GAP)
         ],
         dtype=np.int64,
     ).reshape(-1, 4)

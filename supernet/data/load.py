@@ -8,7 +8,15 @@ from typing import Any
 from supernet.data.base import SegmentationData
 from supernet.data.digits import load_digits_dataset
 from supernet.data.folder import load_folder
-from supernet.data.specs import AnyDatasetSpec, DigitsSpec, FolderSpec, VocSpec, parse_dataset_spec
+from supernet.data.shapes import load_shapes_dataset
+from supernet.data.specs import (
+    AnyDatasetSpec,
+    DigitsSpec,
+    FolderSpec,
+    ShapesSpec,
+    VocSpec,
+    parse_dataset_spec,
+)
 from supernet.data.voc import load_voc
 from supernet.errors import DatasetError
 
@@ -17,7 +25,7 @@ def load_dataset(spec: AnyDatasetSpec | Mapping[str, Any]) -> SegmentationData:
     """Load the data set a spec describes.
 
     Args:
-        spec: a ``DigitsSpec``, ``VocSpec`` or ``FolderSpec``, or a mapping that
+        spec: a ``ShapesSpec``, ``DigitsSpec``, ``VocSpec`` or ``FolderSpec``, or a mapping that
             ``parse_dataset_spec`` accepts.
 
     Raises:
@@ -25,6 +33,8 @@ def load_dataset(spec: AnyDatasetSpec | Mapping[str, Any]) -> SegmentationData:
     """
     if isinstance(spec, Mapping):
         spec = parse_dataset_spec(spec)
+    if isinstance(spec, ShapesSpec):
+        return load_shapes_dataset(spec)
     if isinstance(spec, DigitsSpec):
         return load_digits_dataset(spec)
     if isinstance(spec, VocSpec):

@@ -2,6 +2,7 @@
 
 A spec is a small mapping in a config file or an API request, told apart by ``kind``::
 
+    {"kind": "shapes", "images": 1500}
     {"kind": "digits", "images": 2000}
     {"kind": "voc", "root": "/data/VOCdevkit", "split": "paper"}
     {"kind": "folder", "root": "/data/my-set", "size": 128}
@@ -95,6 +96,53 @@ class DigitsSpec(_Spec):
         return self
 
 
+class ShapesSpec(_Spec):
+    """The embedded search task: large shapes of four classes on textured canvases.
+
+    Nothing is downloaded. Classes are ``background``, ``disc``, ``square``, ``triangle`` and
+    ``diamond`` (and ``boundary`` with ``boundary: class``). See ``supernet.data.shapes``.
+
+    Args:
+        images: canvases over the three splits together (cut 7:2:1).
+        size: side of the square canvases (and of the tensors produced).
+        min_objects: fewest shapes tried per canvas.
+        max_objects: most shapes per canvas (fewer when they do not fit without overlap).
+        object_size: (min, max) side in pixels of a shape's square box.
+        boundary: ``none`` labels every pixel; ``void`` ignores each shape's one-pixel outline
+            (VOC's 255 border); ``class`` labels it as a class ``boundary`` of its own (the
+            paper's 22-class setting).
+        augment: random rescale, crop and flip on the training split.
+        scale: (min, max) random rescale factor when ``augment`` is on.
+        seed: seed of the canvases and their contents.
+    """
+
+    kind: Literal["shapes"] = "shapes"
+    images: int = Field(1500, ge=1, le=100_000)
+    size: int = Field(32, ge=16, le=512)
+    min_objects: int = Field(2, ge=0, le=16)
+    max_objects: int = Field(3, ge=1, le=16)
+    object_size: Annotated[
+        tuple[Annotated[int, Field(ge=4)], Annotated[int, Field(ge=4)]], AfterValidator(_ordered)
+    ] = (14, 24)
+    boundary: Literal["none", "void", "class"] = "none"
+    augment: bool = False
+    scale: Scale = (0.5, 2.0)
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ShapesSpec:
+        if self.min_objects > self.max_objects:
+            raise ValueError(
+                f"min_objects ({self.min_objects}) must not exceed max_objects "
+                f"({self.max_objects})"
+            )
+        if self.object_size[1] > self.size:
+            raise ValueError(
+                f"object_size {self.object_size} does not fit on canvases of size {self.size}"
+            )
+        return self
+
+
 class VocSpec(_Spec):
     """PASCAL VOC 2012 segmentation (see ``supernet.data.voc``).
 
@@ -144,11 +192,16 @@ class FolderSpec(_Spec):
     seed: Seed = 0
 
 
-AnyDatasetSpec = DigitsSpec | VocSpec | FolderSpec
+AnyDatasetSpec = ShapesSpec | DigitsSpec | VocSpec | FolderSpec
 DatasetSpec = Annotated[AnyDatasetSpec, Field(discriminator="kind")]
 """Any data set spec, told apart by its ``kind`` field."""
 
-_KINDS: dict[str, type[_Spec]] = {"digits": DigitsSpec, "voc": VocSpec, "folder": FolderSpec}
+_KINDS: dict[str, type[_Spec]] = {
+    "shapes": ShapesSpec,
+    "digits": DigitsSpec,
+    "voc": VocSpec,
+    "folder": FolderSpec,
+}
 DATASET_KINDS: tuple[str, ...] = tuple(_KINDS)
 _ADAPTER: TypeAdapter[AnyDatasetSpec] = TypeAdapter(DatasetSpec)
 

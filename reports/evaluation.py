@@ -1,0 +1,215 @@
+"""The figures of a search-phase evaluation (``segnas evaluate``), from its rows alone.
+
+After Yu et al., "Evaluating the search phase of neural architecture search" (ICLR 2020).
+Every method gives one architecture per seed; each architecture's score is its test metrics
+retrained from scratch, averaged over the training seeds; a method's figure is the mean and
+standard deviation of that over the seeds. Kendall's tau compares a supernet's shared-weight
+ranking of the uniformly drawn architectures with their retrained ranking, per seed.
+
+Pure data in, plain data out: no torch, no database.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from reports.stats import kendall_tau
+from supernet.metrics import METRIC_NAMES
+
+ENAS_METHODS: dict[str, str] = {
+    "accuracy": "enas_accuracy",
+    "miou": "enas_miou",
+    "miou_plus": "enas_miou_plus",
+}
+"""The ENAS method of each reward."""
+SEARCH_METHODS: tuple[str, ...] = (*ENAS_METHODS.values(), "random_ws")
+CONTROL_METHODS: tuple[str, ...] = ("largest", "param_matched")
+METHODS: tuple[str, ...] = (*SEARCH_METHODS, *CONTROL_METHODS)
+
+
+class Trained(BaseModel):
+    """One architecture's retrained test metrics (means over its training seeds)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    arch: tuple[int, ...]
+    params: int | None
+    seeds: int
+    metrics: dict[str, float]
+
+
+def retrained_means(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[int, ...], Trained]:
+    """Each architecture's test metrics averaged over the training seeds that produced them
+    (failed trainings, with no metrics, left out)."""
+    by_arch: dict[tuple[int, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("miou") is not None:
+            by_arch.setdefault(tuple(row["arch"]), []).append(row)
+    return {
+        arch: Trained(
+            arch=arch,
+            params=group[0].get("params"),
+            seeds=len(group),
+            metrics={m: statistics.fmean(float(r[m]) for r in group) for m in METRIC_NAMES},
+        )
+        for arch, group in by_arch.items()
+    }
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def kendall_null_se(n: int) -> float | None:
+    """Standard error of Kendall's tau between ``n`` independent pairs (no ties):
+    ``sqrt(2 (2n + 5) / (9 n (n - 1)))``."""
+    if n < 2:
+        return None
+    return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1)))
+
+
+def summarise(
+    *,
+    picks: Mapping[int, Mapping[str, Sequence[int]]],
+    trained: Mapping[tuple[int, ...], Trained],
+    shared: Mapping[int, Mapping[str, Mapping[tuple[int, ...], float]]],
+    uniform: Sequence[Sequence[int]],
+    metric: str,
+) -> dict[str, Any]:
+    """The evaluation's summary.
+
+    Args:
+        picks: ``{seed: {method: architecture}}``.
+        trained: retrained test metrics by architecture (``retrained_means``).
+        shared: ``{seed: {"enas" | "uniform": {architecture: shared-weight score}}}`` of the
+            uniformly drawn architectures under that seed's ENAS and uniform supernets.
+        uniform: the uniformly drawn architectures (the ground-truth sample).
+        metric: the metric the rankings and the goal are judged on (the spec's reward).
+
+    Returns:
+        A JSON-ready mapping: ``methods`` (per method: mean and sd over seeds of each retrained
+        test metric, mean parameters, the architecture of every seed), ``kendall_tau``
+        (``enas``, ``uniform``: mean over seeds), ``kendall_tau_sd``, ``kendall_tau_se``,
+        ``kendall_tau_per_seed``, ``uniform_distribution`` (the retrained uniform sample's
+        quantiles), ``goal`` and counts.
+    """
+    seeds = sorted(picks)
+    methods: dict[str, Any] = {}
+    for method in METHODS:
+        archs = [tuple(picks[s][method]) for s in seeds if method in picks[s]]
+        scores = [trained[a] for a in archs if a in trained]
+        if not archs:
+            continue
+        entry: dict[str, Any] = {
+            "archs": [list(a) for a in archs],
+            "retrained": len(scores),
+        }
+        for m in METRIC_NAMES:
+            mean, sd = _mean_sd([t.metrics[m] for t in scores])
+            entry[f"test_{m}_mean"], entry[f"test_{m}_sd"] = mean, sd
+        params = [t.params for t in scores if t.params is not None]
+        entry["params"] = round(statistics.fmean(params)) if params else None
+        methods[method] = entry
+
+    taus: dict[str, list[float]] = {"enas": [], "uniform": []}
+    pairs: dict[str, int] = {"enas": 0, "uniform": 0}
+    for seed in seeds:
+        for supernet in taus:
+            scored = shared.get(seed, {}).get(supernet, {})
+            common = [a for a in map(tuple, uniform) if a in scored and a in trained]
+            tau = kendall_tau(
+                [scored[a] for a in common], [trained[a].metrics[metric] for a in common]
+            )
+            if tau is not None:
+                taus[supernet].append(tau)
+                pairs[supernet] = len(common)
+    tau_mean = {k: _mean_sd(v)[0] for k, v in taus.items()}
+    tau_sd = {k: _mean_sd(v)[1] for k, v in taus.items()}
+
+    ground = sorted(trained[a].metrics[metric] for a in map(tuple, uniform) if a in trained)
+    return {
+        "metric": metric,
+        "seeds": len(seeds),
+        "methods": methods,
+        "kendall_tau": tau_mean,
+        "kendall_tau_sd": tau_sd,
+        "kendall_tau_se": {k: kendall_null_se(n) for k, n in pairs.items()},
+        "kendall_tau_per_seed": taus,
+        "architectures_retrained": len(trained),
+        "uniform_distribution": _quantiles(ground),
+        "goal": _goal(methods, tau_mean, metric),
+    }
+
+
+def _quantiles(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "count": len(values),
+        "min": values[0],
+        "median": statistics.median(values),
+        "max": values[-1],
+        "mean": statistics.fmean(values),
+    }
+
+
+TAU_GOAL = 0.6
+
+
+def _goal(methods: Mapping[str, Any], tau: Mapping[str, float | None], metric: str) -> dict:
+    """The issue's goal: the best ENAS reward's pick beats ``random_ws`` and ``param_matched``
+    by more than the larger of their standard deviations, and the ENAS supernet's tau >= 0.6."""
+    key, sd_key = f"test_{metric}_mean", f"test_{metric}_sd"
+    enas = {
+        m: methods[m][key]
+        for m in ENAS_METHODS.values()
+        if m in methods and methods[m][key] is not None
+    }
+    if not enas or any(
+        m not in methods or methods[m][key] is None for m in ("random_ws", "param_matched")
+    ):
+        return {"met": False, "reason": "a method has no retrained architecture"}
+    best = max(enas, key=lambda m: enas[m])
+    spread = max((methods[m][sd_key] or 0.0) for m in ("random_ws", "param_matched"))
+    margins = {m: enas[best] - methods[m][key] for m in ("random_ws", "param_matched")}
+    beats = all(v > spread for v in margins.values())
+    tau_ok = tau.get("enas") is not None and tau["enas"] >= TAU_GOAL
+    return {
+        "best_enas": best,
+        "margins": margins,
+        "larger_sd": spread,
+        "beats_controls": beats,
+        "tau_enas": tau.get("enas"),
+        "tau_goal": TAU_GOAL,
+        "tau_met": tau_ok,
+        "met": beats and tau_ok,
+    }
+
+
+def format_table(summary: Mapping[str, Any]) -> list[str]:
+    """Table 1 with the controls as extra columns: each method's retrained test metrics,
+    mean ± sd over seeds, and its mean parameter count."""
+    methods = summary["methods"]
+    names = [m for m in METHODS if m in methods]
+    lines = [f"{'metric':16}" + "".join(f"{n:>20}" for n in names)]
+    for m in METRIC_NAMES:
+        cells = []
+        for n in names:
+            mean, sd = methods[n][f"test_{m}_mean"], methods[n][f"test_{m}_sd"]
+            cells.append(
+                "-" if mean is None else f"{mean:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+            )
+        lines.append(f"{m:16}" + "".join(f"{c:>20}" for c in cells))
+    lines.append(
+        f"{'params':16}"
+        + "".join(f"{methods[n]['params'] if methods[n]['params'] else '-':>20}" for n in names)
+    )
+    return lines

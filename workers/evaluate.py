@@ -1,0 +1,407 @@
+"""``segnas evaluate``: is the search better than chance? ENAS against its controls, retrained.
+
+After Yu et al., "Evaluating the search phase of neural architecture search" (ICLR 2020). For
+every seed of the evaluation:
+
+- ``enas_<reward>``: an ENAS search with each reward (the spec's seed plus the evaluation seed);
+- ``random_ws``: random search with weight sharing, the same search with
+  ``controller.sampler: uniform`` (the same shared-weight budget trained on uniformly drawn
+  architectures, then the best of ``derive.samples`` uniform draws on the validation split);
+- ``largest``: the architecture with the most parameters in the space (the same every seed);
+- ``param_matched``: a uniformly drawn architecture within ``match_tolerance`` of the
+  parameters of the ENAS pick of the spec's reward.
+
+Ground truth: ``uniform`` architectures drawn once, and every pick, retrained from scratch with
+one budget (``workers.retrain``: a Ray Tune trial each) under ``train_seeds`` training seeds,
+tested on the test split. The uniform architectures are also scored under the shared weights
+of each seed's ENAS supernet (the spec's reward) and uniform supernet, for Kendall's tau.
+
+Everything lives in the database (``storage.evaluations``; the searches are ordinary searches,
+with their pages). The evaluation's id is a digest of the spec and the settings: running the
+same evaluation again finds its rows and goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from reports.evaluation import ENAS_METHODS, retrained_means, summarise
+from segnas.spec import RewardName, SearchSpec, apply_overrides
+from storage.evaluations import EvaluationRecord, EvaluationStore, ScoreRecord, TrainingRecord
+from storage.searches import SearchStore
+from supernet.errors import ConfigError, SearchFaultError
+from workers.entry import run_search
+from workers.retrain import RetrainJob, RetrainSettings, Target, random_archs, retrain
+
+log = logging.getLogger(__name__)
+
+MATCH_TRIES = 100_000
+"""Uniform draws tried for a parameter-matched architecture before giving up."""
+TRAIN_CHUNK = 16
+"""Trainings per Tune run: what an interruption can lose at most."""
+
+
+class EvaluateSettings(BaseModel):
+    """What ``segnas evaluate`` runs.
+
+    Args:
+        seeds: evaluation seeds (each: one search per reward, one random search, controls).
+        rewards: the ENAS searches' rewards.
+        uniform: uniformly drawn architectures retrained as ground truth.
+        epochs: epochs of every search (None: the spec's).
+        train_seeds: training seeds of every retrained architecture.
+        retrain_epochs: epochs of every retraining.
+        batch_size: retraining batch size.
+        cpus_per_trial: CPUs of each retraining trial.
+        match_tolerance: relative parameter distance of ``param_matched`` to the ENAS pick.
+        arch_seed: seed of the uniform draw (the same architectures for every seed).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seeds: int = Field(3, ge=1, le=20)
+    rewards: tuple[RewardName, ...] = ("accuracy", "miou", "miou_plus")
+    uniform: int = Field(30, ge=0, le=1000)
+    epochs: int | None = Field(None, ge=1, le=10_000)
+    train_seeds: int = Field(2, ge=1, le=10)
+    retrain_epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    cpus_per_trial: float = Field(1, gt=0, le=256)
+    match_tolerance: float = Field(0.1, gt=0, le=1)
+    arch_seed: int = Field(0, ge=0, lt=2**31)
+
+    @field_validator("rewards")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("rewards must be a non-empty list of distinct reward names")
+        return value
+
+
+def evaluation_id(spec: SearchSpec, settings: EvaluateSettings) -> str:
+    """The evaluation of ``spec`` under ``settings``: the same inputs, the same id."""
+    blob = json.dumps(
+        [spec.model_dump(mode="json"), settings.model_dump(mode="json")], sort_keys=True
+    )
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+def search_spec(base: SearchSpec, seed: int, method: str, tag: str) -> SearchSpec:
+    """The spec of one of the evaluation's searches."""
+    overrides: dict[str, Any] = {
+        "seed": base.seed + seed,
+        "controller.seed": base.controller.seed + seed,
+        "name": f"evaluate {tag} seed {seed} {method}",
+    }
+    if method == "random_ws":
+        overrides["controller.sampler"] = "uniform"
+    else:
+        overrides["reward"] = next(r for r, m in ENAS_METHODS.items() if m == method)
+    return SearchSpec.model_validate(apply_overrides(base.model_dump(mode="json"), overrides))
+
+
+class Progress(BaseModel):
+    """Where the evaluation stands, for a progress bar."""
+
+    stage: str  # searches | retrain | scores | summary
+    done: int
+    total: int
+    detail: str = ""
+
+
+class Evaluation:
+    """Runs (or continues) one evaluation.
+
+    Args:
+        base: the search spec every search starts from.
+        settings: what to run.
+        store: the database.
+        checkpoint_dir: the searches' checkpoint folder.
+        on_progress: called as stages advance.
+    """
+
+    def __init__(
+        self,
+        base: SearchSpec,
+        settings: EvaluateSettings,
+        *,
+        store: SearchStore,
+        checkpoint_dir: Path,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        if settings.epochs is not None:
+            base = SearchSpec.model_validate(
+                apply_overrides(base.model_dump(mode="json"), {"epochs": settings.epochs})
+            )
+        self.base, self.settings = base, settings
+        self.store, self.evaluations = store, EvaluationStore(store)
+        self.checkpoint_dir = checkpoint_dir
+        self.on_progress = on_progress
+        self.id = evaluation_id(base, settings)
+        self.metric = base.reward
+
+    def _progress(self, stage: str, done: int, total: int, detail: str = "") -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(stage=stage, done=done, total=total, detail=detail))
+
+    @property
+    def methods(self) -> list[str]:
+        return [ENAS_METHODS[r] for r in self.settings.rewards] + ["random_ws"]
+
+    @property
+    def match_method(self) -> str:
+        """The ENAS method whose pick ``param_matched`` matches: the spec's reward's."""
+        wanted = ENAS_METHODS.get(self.metric)
+        return wanted if wanted in self.methods else self.methods[0]
+
+    def run(self) -> dict[str, Any]:
+        """Run what is not done yet; the summary (also stored in the evaluation's row)."""
+        record, created = self.evaluations.open(
+            self.id,
+            spec=self.base.model_dump(mode="json"),
+            settings=self.settings.model_dump(mode="json"),
+        )
+        if not created:
+            log.info("continuing evaluation %s", self.id)
+            self.evaluations.mark_running(self.id)
+        try:
+            summary = self._run(record)
+        except BaseException as e:
+            text = str(e).strip().splitlines()
+            error = f"{type(e).__name__}: {text[-1] if text else ''}"[:2000]
+            self.evaluations.finish(self.id, "failed", error=error)
+            raise
+        self.evaluations.finish(self.id, "succeeded", summary=summary)
+        return summary
+
+    def _run(self, record: EvaluationRecord) -> dict[str, Any]:
+        searches = self._searches(dict(record.searches))
+        picks = self._picks(searches)
+        uniform = random_archs(self.base.space, self.settings.uniform, seed=self.settings.arch_seed)
+        self._train([*uniform, *(a for by in picks.values() for a in by.values())])
+        trained = retrained_means([r.model_dump() for r in self.evaluations.trainings(self.id)])
+        shared = self._shared_scores(searches, uniform)
+        self._progress("summary", 1, 1)
+        summary = summarise(
+            picks=picks, trained=trained, shared=shared, uniform=uniform, metric=self.metric
+        )
+        summary["evaluation_id"] = self.id
+        summary["searches"] = {
+            f"{seed}/{method}": sid for (seed, method), sid in sorted(searches.items())
+        }
+        summary["settings"] = self.settings.model_dump(mode="json")
+        return summary
+
+    # searches
+
+    def _searches(self, known: dict[str, str]) -> dict[tuple[int, str], str]:
+        slots = [(seed, m) for seed in range(self.settings.seeds) for m in self.methods]
+        ids: dict[tuple[int, str], str] = {}
+        for done, (seed, method) in enumerate(slots):
+            slot = f"{seed}/{method}"
+            self._progress("searches", done, len(slots), slot)
+            search_id = known.get(slot)
+            if search_id is not None and self.store.get(search_id).status == "succeeded":
+                ids[(seed, method)] = search_id
+                continue
+
+            def created(new_id: str, slot: str = slot) -> None:
+                self.evaluations.add_search(self.id, slot, new_id)
+
+            outcome = run_search(
+                None if search_id else search_spec(self.base, seed, method, self.id[:8]),
+                resume=search_id,
+                store=self.store,
+                checkpoint_dir=self.checkpoint_dir,
+                on_created=None if search_id else created,
+            )
+            if outcome.status != "succeeded":
+                raise SearchFaultError(f"search {outcome.search_id} ({slot}) {outcome.status}")
+            ids[(seed, method)] = outcome.search_id
+        self._progress("searches", len(slots), len(slots))
+        return ids
+
+    # the architectures each method gives
+
+    def _picks(self, searches: dict[tuple[int, str], str]) -> dict[int, dict[str, list[int]]]:
+        space = self._space()
+        largest = largest_arch(space)
+        picks: dict[int, dict[str, list[int]]] = {}
+        for (seed, method), search_id in searches.items():
+            result = self.store.result(search_id)
+            if result is None:
+                raise SearchFaultError(f"search {search_id} succeeded without a result")
+            picks.setdefault(seed, {})[method] = list(result.arch)
+        for seed, by in picks.items():
+            by["largest"] = largest
+            by["param_matched"] = param_matched(
+                space,
+                by[self.match_method],
+                tolerance=self.settings.match_tolerance,
+                seed=self.settings.arch_seed * 1_000 + seed,
+            )
+        return picks
+
+    def _space(self) -> Any:
+        from supernet.data import load_dataset
+
+        data = load_dataset(self.base.dataset)
+        return self.base.space.build(num_classes=data.num_classes, in_channels=data.in_channels)
+
+    # ground truth
+
+    def _train(self, archs: Sequence[Sequence[int]]) -> None:
+        distinct = list(dict.fromkeys(tuple(a) for a in archs))
+        done = {(tuple(r.arch), r.train_seed) for r in self.evaluations.trainings(self.id)}
+        todo = [
+            (seed, arch)
+            for seed in range(self.settings.train_seeds)
+            for arch in distinct
+            if (arch, seed) not in done
+        ]
+        total = len(distinct) * self.settings.train_seeds
+        finished = total - len(todo)
+        self._progress("retrain", finished, total)
+        for seed in range(self.settings.train_seeds):
+            mine = [arch for s, arch in todo if s == seed]
+            for first in range(0, len(mine), TRAIN_CHUNK):
+                chunk = mine[first : first + TRAIN_CHUNK]
+                self.evaluations.add_trainings(self.id, self._train_chunk(chunk, seed))
+                finished += len(chunk)
+                self._progress("retrain", finished, total, f"training seed {seed}")
+
+    def _train_chunk(self, archs: Sequence[tuple[int, ...]], seed: int) -> list[TrainingRecord]:
+        s = self.settings
+        settings = RetrainSettings(
+            epochs=s.retrain_epochs,
+            batch_size=s.batch_size,
+            seed=seed,
+            cpus_per_trial=s.cpus_per_trial,
+        )
+        # The rows go to the evaluation's tables, not a search's: the target only carries the
+        # architecture through the run.
+        jobs = [
+            RetrainJob(
+                arch=list(arch),
+                dataset=self.base.dataset.model_dump(mode="json"),
+                space=self.base.space.model_dump(mode="json"),
+                metric=self.metric,
+                targets=[Target(search_id=self.id, source="random", rank=0, shared_score=None)],
+            )
+            for arch in archs
+        ]
+        records = retrain(jobs, settings, name=f"evaluate-{self.id[:8]}-seed{seed}")
+        return [
+            TrainingRecord(
+                arch=r.arch,
+                train_seed=seed,
+                status=r.status,
+                params=r.params,
+                accuracy=r.accuracy,
+                mean_precision=r.mean_precision,
+                mean_recall=r.mean_recall,
+                miou=r.miou,
+                miou_plus=r.miou_plus,
+                error=r.error,
+                seconds=r.seconds,
+            )
+            for r in records
+        ]
+
+    # shared-weight rankings
+
+    def _shared_scores(
+        self, searches: dict[tuple[int, str], str], uniform: Sequence[Sequence[int]]
+    ) -> dict[int, dict[str, dict[tuple[int, ...], float]]]:
+        from workers.shared_scores import score_checkpoint
+
+        supernets = {"enas": self.match_method, "uniform": "random_ws"}
+        known = self.evaluations.scores(self.id)
+        done = {(r.search_id, tuple(r.arch)) for r in known}
+        jobs = [
+            (seed, name, searches[(seed, method)])
+            for seed in range(self.settings.seeds)
+            for name, method in supernets.items()
+        ]
+        for k, (_, _, search_id) in enumerate(jobs):
+            self._progress("scores", k, len(jobs))
+            todo = [list(a) for a in uniform if (search_id, tuple(a)) not in done]
+            if not todo:
+                continue
+            checkpoint = self.store.last_checkpoint(search_id)
+            if checkpoint is None or not Path(checkpoint.path).is_file():
+                raise SearchFaultError(
+                    f"search {search_id} has no checkpoint file left to score its supernet"
+                )
+            metrics = score_checkpoint(checkpoint.path, todo)
+            self.evaluations.add_scores(
+                self.id,
+                [
+                    ScoreRecord(search_id=search_id, arch=a, metrics=m)
+                    for a, m in zip(todo, metrics, strict=True)
+                ],
+            )
+        self._progress("scores", len(jobs), len(jobs))
+        by_search: dict[str, dict[tuple[int, ...], float]] = {}
+        for r in self.evaluations.scores(self.id):
+            by_search.setdefault(r.search_id, {})[tuple(r.arch)] = r.metrics[self.metric]
+        return {
+            seed: {
+                name: by_search.get(searches[(seed, method)], {})
+                for name, method in supernets.items()
+            }
+            for seed in range(self.settings.seeds)
+        }
+
+
+def cell_params(space: Any) -> list[int]:
+    """Parameters of each cell of ``space`` at its channel count (a cell's count does not
+    depend on where it sits: the channels are constant through the network)."""
+    from supernet.cells import Cell
+    from supernet.profile import count_params
+
+    return [count_params(Cell(name, space.channels)) for name in space.cells]
+
+
+def arch_params(space: Any, arch: Sequence[int], per_cell: Sequence[int] | None = None) -> int:
+    """Parameters of ``arch``'s searched cells (encoder and mirrored decoder): what differs
+    between architectures of one space (the stem, merges and head are shared)."""
+    per_cell = per_cell if per_cell is not None else cell_params(space)
+    return 2 * sum(per_cell[c] for c in arch)
+
+
+def largest_arch(space: Any) -> list[int]:
+    """The architecture with the most parameters: the largest cell in every layer."""
+    per_cell = cell_params(space)
+    biggest = max(range(len(per_cell)), key=lambda c: per_cell[c])
+    return [biggest] * space.layers
+
+
+def param_matched(space: Any, target: Sequence[int], *, tolerance: float, seed: int) -> list[int]:
+    """A uniformly drawn architecture (not ``target`` itself) whose searched cells have within
+    ``tolerance`` of ``target``'s parameters.
+
+    Raises:
+        ConfigError: none found in ``MATCH_TRIES`` draws.
+    """
+    per_cell = cell_params(space)
+    goal = arch_params(space, target, per_cell)
+    rng = random.Random(seed)
+    for _ in range(MATCH_TRIES):
+        arch = [rng.randrange(len(space.cells)) for _ in range(space.layers)]
+        if arch != list(target) and abs(arch_params(space, arch, per_cell) - goal) <= (
+            tolerance * goal
+        ):
+            return arch
+    raise ConfigError(
+        f"no architecture within {tolerance:.0%} of the parameters of {target} in "
+        f"{MATCH_TRIES} uniform draws: raise --match-tolerance"
+    )
