@@ -15,11 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The service on embedded defaults (SQLite, embedded Redis, local Ray, one dispatcher), with
-# configs/digits.yaml submitted through POST /searches: a progress bar, then the best
+# the default search (configs/shapes.yaml) submitted through POST /searches: a progress bar, then the best
 # architecture and its page. In a terminal it keeps serving the page until Ctrl-C; from a
 # script (no terminal) it ends after printing, like `segnas demo --exit`.
 demo: $(VENV)/.installed
-	$(VENV)/bin/segnas demo --config configs/digits.yaml
+	$(VENV)/bin/segnas demo
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

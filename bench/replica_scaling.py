@@ -1,6 +1,6 @@
 """Replica scaling: architectures scored and shared steps trained per second, 1 vs N replicas.
 
-Builds the replica group of a search (``configs/digits.yaml`` by default) with 1, then 2, ...
+Builds the replica group of a search (``configs/shapes.yaml`` by default) with 1, then 2, ...
 replicas of one CPU thread each (or one GPU each with ``--gpus``), and times the two phases:
 
 - scoring: batches of ``--batch`` architectures, each scored on one validation minibatch,
@@ -10,7 +10,7 @@ replicas of one CPU thread each (or one GPU each with ``--gpus``), and times the
 
 Prints a table and one JSON line.
 
-    python bench/replica_scaling.py [--replicas 1 2] [--config configs/digits.yaml] [--gpus]
+    python bench/replica_scaling.py [--replicas 1 2] [--config configs/shapes.yaml] [--gpus]
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def measure(spec: dict, replicas: int, *, gpus: bool, batches: int, batch: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "digits.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "shapes.yaml")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--gpus", action="store_true", help="one GPU per replica")
     parser.add_argument("--batches", type=int, default=20, help="scored batches per run")

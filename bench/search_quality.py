@@ -1,6 +1,6 @@
 """Did the search learn anything? The trained policy against uniform random architectures.
 
-Runs a search (``configs/digits.yaml`` by default), then, with the shared weights and the
+Runs a search (``configs/shapes.yaml`` by default), then, with the shared weights and the
 controller of its last checkpoint, scores 100 architectures sampled from the trained policy and
 100 drawn uniformly at random on the whole validation split (BatchNorm in batch-statistics
 mode, as in the search), and prints mean and best mIoU of each. Goal: the policy's mean beats
@@ -10,7 +10,7 @@ Both sets are scored with the same shared weights, which the search trained most
 policy's own choices: the comparison measures what the policy learned about these weights, not
 how the architectures would do trained alone (that is retraining's job).
 
-    python bench/search_quality.py [--config configs/digits.yaml] [--samples 100]
+    python bench/search_quality.py [--config configs/shapes.yaml] [--samples 100]
     python bench/search_quality.py --checkpoint .segnas/checkpoints/ID/epoch-00019.pt
 """
 
@@ -59,7 +59,7 @@ def run_search(config: Path) -> tuple[Path, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "digits.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "shapes.yaml")
     parser.add_argument("--checkpoint", type=Path, help="score this checkpoint; no new search")
     parser.add_argument("--samples", type=int, default=100, help="architectures per set")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random set")

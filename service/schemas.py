@@ -141,8 +141,14 @@ class RewardCurve(BaseModel):
 class ResultOut(BaseModel):
     arch: list[int]
     reward: float
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(
+        description="validation-split metrics of the pick: the best of `candidates` "
+        "architectures on that split, so an optimistic estimate of its own score"
+    )
     params: int
+    candidates: int | None = Field(
+        None, description="distinct architectures the derive phase scored on the validation split"
+    )
 
 
 class RetrainOut(BaseModel):

@@ -165,6 +165,9 @@ class Result(Base):
     reward: Mapped[float] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]]
     params: Mapped[int] = mapped_column(BigInteger)
+    # How many distinct architectures the derive phase scored on the validation split: the
+    # metrics are those of the best of them (None for results stored before it was kept).
+    candidates: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

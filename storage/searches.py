@@ -132,6 +132,7 @@ class ResultRecord(_Record):
     reward: float
     metrics: dict[str, Any]
     params: int
+    candidates: int | None = None
 
 
 class SearchStore:

@@ -76,14 +76,30 @@ def test_user_errors_are_one_line(capsys, argv, message):
 def test_data_inspect_digits(capsys, tmp_path):
     preview = tmp_path / "grid.png"
     out = run_json(
-        capsys, "data", "inspect", "-D", "images=40", "--size", "32", "--preview", str(preview)
-    )
+        capsys, "data", "inspect", "--dataset", "digits", "-D", "images=40", "--size", "32",
+        "--preview", str(preview),
+    )  # fmt: skip
     assert out["splits"] == {"train": 28, "val": 8, "test": 4}
     assert out["num_classes"] == 11
     assert out["classes"][0] == 0 and set(out["classes"]) <= set(range(11))
     assert len(out["histogram"]["train"]) == 11
     with Image.open(preview) as image:
         assert image.width == 3 * 32 and image.height == 8 * 32
+
+
+def test_data_inspect_of_a_config_describes_the_search_s_data(capsys, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: {kind: shapes, images: 60}\n")
+    out = run_json(capsys, "data", "inspect", "--config", str(config))
+    assert out["splits"] == {"train": 42, "val": 12, "test": 6}
+    assert out["class_names"] == ["background", "disc", "square", "triangle", "diamond"]
+    assert out["classes"][0] == 0 and len(out["classes"]) >= 4
+    share = out["pixel_share"]
+    assert set(share) == {str(k) for k in range(5)}
+    assert sum(share.values()) == pytest.approx(1.0, abs=1e-4)
+    assert 0.55 <= share["0"] <= 0.85  # background-dominated, like VOC
+    error = run_error(capsys, "data", "inspect", "--config", str(config), "--size", "8")
+    assert "drop --size" in error
 
 
 def test_data_inspect_voc_fixture(capsys, tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.config import ReinforceConfig
 from segnas.spec import SearchSpec, load_search_spec, parse_search_spec
 from supernet.data.specs import VocSpec
 from supernet.errors import ConfigError
@@ -65,6 +66,28 @@ def test_tiny_config_is_shipped() -> None:
 
 def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     assert load_search_spec(write_config(tmp_path, "")) == SearchSpec()
+
+
+def test_the_default_search_is_the_same_everywhere() -> None:
+    # configs/shapes.yaml spells out DEFAULT_SEARCH; an empty body, an empty file and the
+    # model's own defaults are that search.
+    default = load_search_spec(ROOT / "configs" / "shapes.yaml")
+    assert default == parse_search_spec({}) == SearchSpec()
+    assert SearchSpec.model_validate(default.model_dump(mode="json")) == default
+    assert (default.space.layers, len(default.space.cells)) == (6, 6)  # 46,656 architectures
+    assert default.dataset.kind == "shapes"
+    assert default.controller.lr == ReinforceConfig().lr  # ENAS's controller
+
+
+def test_a_spec_changes_the_default_search_field_by_field() -> None:
+    spec = parse_search_spec({"epochs": 3, "shared": {"lr": 0.01}, "dataset": {"images": 90}})
+    default = parse_search_spec({})
+    assert spec.epochs == 3 and spec.shared.lr == 0.01
+    assert spec.shared.optimizer == default.shared.optimizer  # the rest of the section stays
+    assert spec.dataset.kind == "shapes" and spec.dataset.images == 90
+    other = parse_search_spec({"dataset": {"kind": "digits", "images": 90}})
+    assert other.dataset.kind == "digits"  # another kind replaces the data set whole
+    assert "shared" in refusal({"shared": 3})
 
 
 @pytest.mark.parametrize(
@@ -261,7 +284,7 @@ def test_voc_config_file_loads_without_its_folder(tmp_path: Path) -> None:
     assert load_search_spec(path).dataset == VocSpec(kind="voc", root=root, size=64)
 
 
-def test_dataset_without_a_kind_is_the_digits_default_only_when_absent() -> None:
-    assert parse_search_spec({}).dataset.kind == "digits"
+def test_dataset_without_a_kind_is_the_default_search_s_only_when_absent() -> None:
+    assert parse_search_spec({}).dataset.kind == "shapes"
     assert "dataset" in refusal({"dataset": {"kind": "imagenet"}})
     assert "dataset.root" in refusal({"dataset": {"kind": "voc"}})

@@ -126,13 +126,13 @@ def test_unknown_device_is_a_config_error(tiny_data):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_demo_task_tells_convolutions_from_pooling(seed: int) -> None:
-    """The embedded default search's task (``configs/digits.yaml``: digit ink against the
+    """The smoke search's task (``configs/digits-smoke.yaml``: digit ink against the
     background and the scribbles drawn on it) must be hard enough that architectures differ:
     telling strokes from scribbles needs learned spatial features, which a child of only
     pooling cells (1x1 convs between fixed pools) lacks. When this was written, seeds 0 to 5
     gave the conv5x5 child 0.85 to 0.89 test mIoU and the pooling child 0.45 to 0.73 after
     three epochs (each difference 0.12 or more). About 10 s a seed."""
-    spec = load_search_spec(REPO / "configs" / "digits.yaml")
+    spec = load_search_spec(REPO / "configs" / "digits-smoke.yaml")
     data = load_dataset(spec.dataset)
     space = spec.space.build(num_classes=data.num_classes, in_channels=data.in_channels)
     config = TrainConfig(epochs=3, batch_size=16, seed=seed)

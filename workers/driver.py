@@ -96,6 +96,7 @@ class SearchOutcome(BaseModel):
     best_reward: float
     metrics: dict[str, float]
     params: int
+    candidates: int
     epochs: int
     samples: int
     recoveries: int
@@ -379,6 +380,7 @@ class SearchDriver:
             best_reward=result.reward,
             metrics={k: v for k, v in result.metrics.items() if k in METRIC_NAMES},
             params=result.params,
+            candidates=result.candidates or 0,
             epochs=spec.epochs,
             samples=self.store.count_samples(self.search_id),
             recoveries=recoveries,
@@ -502,6 +504,7 @@ class SearchDriver:
             reward=winner.reward,
             metrics=scored[tuple(winner.arch)],
             params=count_params(build_child(space, winner.arch)),
+            candidates=len(unique),
         )
         self.store.set_result(self.search_id, result)
         # From here the best is the result, scored on the validation split, not the best

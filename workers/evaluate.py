@@ -27,7 +27,9 @@ import hashlib
 import json
 import logging
 import random
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,7 @@ class EvaluateSettings(BaseModel):
         cpus_per_trial: CPUs of each retraining trial.
         match_tolerance: relative parameter distance of ``param_matched`` to the ENAS pick.
         arch_seed: seed of the uniform draw (the same architectures for every seed).
+        parallel: searches run at once (each asks Ray for its spec's resources).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,6 +80,7 @@ class EvaluateSettings(BaseModel):
     cpus_per_trial: float = Field(1, gt=0, le=256)
     match_tolerance: float = Field(0.1, gt=0, le=1)
     arch_seed: int = Field(0, ge=0, lt=2**31)
+    parallel: int = Field(1, ge=1, le=64)
 
     @field_validator("rewards")
     @classmethod
@@ -87,9 +91,11 @@ class EvaluateSettings(BaseModel):
 
 
 def evaluation_id(spec: SearchSpec, settings: EvaluateSettings) -> str:
-    """The evaluation of ``spec`` under ``settings``: the same inputs, the same id."""
+    """The evaluation of ``spec`` under ``settings``: the same inputs, the same id (how many
+    searches run at once changes no result, so it is not part of it)."""
     blob = json.dumps(
-        [spec.model_dump(mode="json"), settings.model_dump(mode="json")], sort_keys=True
+        [spec.model_dump(mode="json"), settings.model_dump(mode="json", exclude={"parallel"})],
+        sort_keys=True,
     )
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
@@ -147,6 +153,7 @@ class Evaluation:
         self.on_progress = on_progress
         self.id = evaluation_id(base, settings)
         self.metric = base.reward
+        self._lock = threading.Lock()
 
     def _progress(self, stage: str, done: int, total: int, detail: str = "") -> None:
         if self.on_progress is not None:
@@ -205,29 +212,48 @@ class Evaluation:
     def _searches(self, known: dict[str, str]) -> dict[tuple[int, str], str]:
         slots = [(seed, m) for seed in range(self.settings.seeds) for m in self.methods]
         ids: dict[tuple[int, str], str] = {}
-        for done, (seed, method) in enumerate(slots):
-            slot = f"{seed}/{method}"
-            self._progress("searches", done, len(slots), slot)
-            search_id = known.get(slot)
+        todo = []
+        for seed, method in slots:
+            search_id = known.get(f"{seed}/{method}")
             if search_id is not None and self.store.get(search_id).status == "succeeded":
                 ids[(seed, method)] = search_id
-                continue
+            else:
+                todo.append((seed, method, search_id))
+        self._progress("searches", len(ids), len(slots))
+        # Searches in parallel threads: each drives its own actors, and the database takes
+        # writers from several threads.
+        with ThreadPoolExecutor(max_workers=self.settings.parallel) as pool:
+            running = {pool.submit(self._search, *slot): slot for slot in todo}
+            try:
+                for done in as_completed(running):
+                    seed, method, _ = running[done]
+                    ids[(seed, method)] = done.result()
+                    self._progress("searches", len(ids), len(slots), f"{seed}/{method}")
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
+        return ids
 
-            def created(new_id: str, slot: str = slot) -> None:
+    def _search(self, seed: int, method: str, search_id: str | None) -> str:
+        slot = f"{seed}/{method}"
+
+        def created(new_id: str) -> None:
+            # The row's search map is read, changed and written back: one thread at a time
+            # (SQLite has no row locks to do it for us).
+            with self._lock:
                 self.evaluations.add_search(self.id, slot, new_id)
 
-            outcome = run_search(
-                None if search_id else search_spec(self.base, seed, method, self.id[:8]),
-                resume=search_id,
-                store=self.store,
-                checkpoint_dir=self.checkpoint_dir,
-                on_created=None if search_id else created,
-            )
-            if outcome.status != "succeeded":
-                raise SearchFaultError(f"search {outcome.search_id} ({slot}) {outcome.status}")
-            ids[(seed, method)] = outcome.search_id
-        self._progress("searches", len(slots), len(slots))
-        return ids
+        outcome = run_search(
+            None if search_id else search_spec(self.base, seed, method, self.id[:8]),
+            resume=search_id,
+            store=self.store,
+            checkpoint_dir=self.checkpoint_dir,
+            on_created=None if search_id else created,
+        )
+        if outcome.status != "succeeded":
+            raise SearchFaultError(f"search {outcome.search_id} ({slot}) {outcome.status}")
+        return outcome.search_id
 
     # the architectures each method gives
 

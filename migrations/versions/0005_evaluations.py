@@ -1,5 +1,6 @@
 """Evaluations of the search phase (``segnas evaluate``): the plan and its searches, the
-architectures retrained per training seed, and their shared-weight scores per supernet.
+architectures retrained per training seed, and their shared-weight scores per supernet; and
+the number of candidates a search's result was the best of.
 
 Revision ID: 0005
 Revises: 0004
@@ -20,6 +21,8 @@ BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("results", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("candidates", sa.Integer(), nullable=True))
     op.create_table(
         "evaluations",
         sa.Column("id", sa.String(length=32), primary_key=True),
@@ -87,3 +90,5 @@ def downgrade() -> None:
     op.drop_table("evaluation_scores")
     op.drop_table("evaluation_trainings")
     op.drop_table("evaluations")
+    with op.batch_alter_table("results", schema=None) as batch_op:
+        batch_op.drop_column("candidates")

@@ -154,6 +154,8 @@ def _print_result(search: dict[str, Any], result: dict[str, Any], url: str) -> N
     print(f"parameters         {result['params']:,}")
     rows = [[name, f"{value:.4f}"] for name, value in result["metrics"].items()]
     print_table(rows, ["validation metric", "value"])
+    if result.get("candidates"):
+        print(f"(the best of {result['candidates']} derived architectures on the validation split)")
     print(f"page: {url}")
 
 

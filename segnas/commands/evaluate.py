@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="accuracy,miou,miou_plus",
         help="rewards of the ENAS searches, comma-separated (accuracy,miou,miou_plus)",
     )
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="searches run at once (1); each needs its CPUs"
+    )
     group = parser.add_argument_group("retraining")
     group.add_argument("--train-seeds", type=int, default=2, help="seeds per architecture (2)")
     group.add_argument("--retrain-epochs", type=int, default=10, help="epochs of each (10)")
@@ -67,6 +70,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         cpus_per_trial=args.cpus_per_trial,
         match_tolerance=args.match_tolerance,
+        parallel=args.parallel,
     )
 
 

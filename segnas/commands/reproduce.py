@@ -18,15 +18,20 @@ from segnas.commands.options import (
 from segnas.commands.retrain import EpochBar, add_training_arguments, settings_from_args
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-DATASET_CONFIGS = {"digits": CONFIGS / "digits.yaml", "voc": CONFIGS / "voc.yaml"}
+DATASET_CONFIGS = {
+    "shapes": CONFIGS / "shapes.yaml",
+    "digits": CONFIGS / "digits-smoke.yaml",
+    "voc": CONFIGS / "voc.yaml",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         choices=sorted(DATASET_CONFIGS),
-        default="digits",
-        help="which config to search with: configs/digits.yaml (default) or configs/voc.yaml",
+        default="shapes",
+        help="which config to search with: configs/shapes.yaml (the default search), "
+        "configs/digits-smoke.yaml or configs/voc.yaml",
     )
     parser.add_argument("--config", type=Path, help="another search spec instead")
     add_overrides_argument(parser, what="a spec field of every search")

@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"best architecture  {format_arch(outcome.best_arch)}   parameters {outcome.params:,}")
     rows = [[name, f"{value:.4f}"] for name, value in outcome.metrics.items()]
     print_table(rows, ["validation metric", "value"])
+    print(
+        f"(the best of {outcome.candidates} derived architectures on the validation split: "
+        "an optimistic estimate; retrain it for a test score)"
+    )
     print(f"reward: {outcome.reward} = {outcome.best_reward:.4f}")
     return 0
 

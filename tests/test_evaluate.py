@@ -1,0 +1,199 @@
+"""``segnas evaluate``: the controls it builds, the summary it computes, and a small evaluation
+run for real (tiny config, a local Ray), interrupted and continued."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from reports.evaluation import Trained, kendall_null_se, summarise
+from segnas.spec import load_search_spec, parse_search_spec
+from storage.evaluations import EvaluationStore
+from supernet.space import SearchSpace
+from workers.entry import open_store
+from workers.evaluate import (
+    EvaluateSettings,
+    Evaluation,
+    Progress,
+    arch_params,
+    evaluation_id,
+    largest_arch,
+    param_matched,
+    search_spec,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+METRICS = ("accuracy", "mean_precision", "mean_recall", "miou", "miou_plus")
+
+
+def space(layers: int = 6) -> SearchSpace:
+    return SearchSpace(layers=layers, channels=8, num_classes=5)
+
+
+def test_largest_architecture_is_conv5x5_everywhere() -> None:
+    assert largest_arch(space()) == [2] * 6
+
+
+def test_param_matched_is_within_the_tolerance_and_not_the_target() -> None:
+    s = space()
+    target = [0, 1, 2, 3, 4, 5]
+    for seed in range(5):
+        arch = param_matched(s, target, tolerance=0.1, seed=seed)
+        assert arch != target
+        assert abs(arch_params(s, arch) - arch_params(s, target)) <= 0.1 * arch_params(s, target)
+    assert param_matched(s, target, tolerance=0.1, seed=0) == param_matched(
+        s, target, tolerance=0.1, seed=0
+    )
+
+
+def test_evaluation_id_names_the_inputs() -> None:
+    spec = parse_search_spec({})
+    settings = EvaluateSettings()
+    assert evaluation_id(spec, settings) == evaluation_id(parse_search_spec({}), EvaluateSettings())
+    assert evaluation_id(spec, settings) != evaluation_id(spec, EvaluateSettings(seeds=2))
+    assert evaluation_id(spec, settings) == evaluation_id(spec, EvaluateSettings(parallel=2))
+    assert evaluation_id(spec, settings) != evaluation_id(parse_search_spec({"seed": 1}), settings)
+
+
+def test_searches_differ_by_seed_and_method() -> None:
+    base = parse_search_spec({})
+    enas = search_spec(base, 1, "enas_miou_plus", "abc")
+    random_ws = search_spec(base, 1, "random_ws", "abc")
+    assert (enas.seed, enas.controller.seed, enas.reward) == (1, 1, "miou_plus")
+    assert enas.controller.sampler == "policy"
+    assert random_ws.controller.sampler == "uniform"
+    assert random_ws.reward == base.reward  # the derive phase picks by the spec's reward
+    assert search_spec(base, 2, "enas_miou", "abc").seed == 2
+
+
+def test_settings_refuse_repeated_rewards() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        EvaluateSettings(rewards=("miou", "miou"))
+
+
+def trained(arch: tuple[int, ...], miou: float, params: int = 100) -> Trained:
+    return Trained(arch=arch, params=params, seeds=2, metrics={m: miou for m in METRICS})
+
+
+def test_summary_means_sds_tau_and_goal() -> None:
+    uniform = [(0,), (1,), (2,), (3,)]
+    truth = {a: trained(a, 0.1 * (k + 1)) for k, a in enumerate(uniform)}
+    picks = {
+        seed: {
+            "enas_miou": (5 + seed,),
+            "random_ws": (1,),
+            "largest": (2,),
+            "param_matched": (3,),
+        }
+        for seed in range(2)
+    }
+    truth[(5,)] = trained((5,), 0.9)
+    truth[(6,)] = trained((6,), 0.7)
+    # The ENAS supernet ranks the uniform sample right, the uniform one backwards.
+    shared = {
+        s: {
+            "enas": {a: float(k) for k, a in enumerate(uniform)},
+            "uniform": {a: float(-k) for k, a in enumerate(uniform)},
+        }
+        for s in range(2)
+    }
+    summary = summarise(picks=picks, trained=truth, shared=shared, uniform=uniform, metric="miou")
+    enas = summary["methods"]["enas_miou"]
+    assert enas["test_miou_mean"] == pytest.approx(0.8)
+    assert enas["test_miou_sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["methods"]["random_ws"]["test_miou_sd"] == 0.0
+    assert summary["kendall_tau"] == {"enas": 1.0, "uniform": -1.0}
+    assert summary["kendall_tau_se"]["enas"] == pytest.approx(kendall_null_se(4))
+    assert summary["seeds"] == 2
+    assert summary["architectures_retrained"] == 6
+    goal = summary["goal"]
+    assert goal["best_enas"] == "enas_miou"
+    assert goal["margins"]["random_ws"] == pytest.approx(0.6)
+    assert goal["beats_controls"] and goal["tau_met"] and goal["met"]
+
+
+class StopHereError(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("evaluate-data")
+    os.environ["SEGNAS_DATA_DIR"] = str(folder)
+    yield folder
+    os.environ.pop("SEGNAS_DATA_DIR", None)
+
+
+def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
+    store = open_store(f"sqlite:///{data_dir / 'segnas.db'}")
+    base = load_search_spec(TINY)
+    settings = EvaluateSettings(
+        seeds=2, rewards=("miou",), uniform=3, epochs=1, train_seeds=2, retrain_epochs=1,
+        batch_size=16, parallel=2,
+    )  # fmt: skip
+
+    def stop_at_first_training(p: Progress) -> None:
+        if p.stage == "retrain" and p.done > 0:
+            raise StopHereError
+
+    first = Evaluation(
+        base, settings, store=store, checkpoint_dir=data_dir / "ck",
+        on_progress=stop_at_first_training,
+    )  # fmt: skip
+    with pytest.raises(StopHereError):
+        first.run()
+    evaluations = EvaluationStore(store)
+    row = evaluations.get(first.id)
+    assert row is not None and row.status == "failed"
+    searches = dict(row.searches)
+    assert len(searches) == 4  # 2 seeds x (enas_miou, random_ws)
+    trainings_before = len(evaluations.trainings(first.id))
+    assert trainings_before > 0
+
+    stages: list[Progress] = []
+    summary: dict[str, Any] = Evaluation(
+        base, settings, store=store, checkpoint_dir=data_dir / "ck", on_progress=stages.append
+    ).run()
+
+    # Nothing was searched twice, and the trainings stored before were not run again.
+    assert evaluations.get(first.id).searches == searches
+    assert summary["searches"] == searches
+    assert all(store.get(sid).status == "succeeded" for sid in searches.values())
+    first_retrain = next(p for p in stages if p.stage == "retrain")
+    assert first_retrain.done == trainings_before
+    assert evaluations.get(first.id).status == "succeeded"
+
+    methods = summary["methods"]
+    assert set(methods) == {"enas_miou", "random_ws", "largest", "param_matched"}
+    for entry in methods.values():
+        assert len(entry["archs"]) == 2 and entry["retrained"] == 2
+        assert 0.0 <= entry["test_miou_mean"] <= 1.0
+        assert entry["test_miou_sd"] is not None
+    assert methods["largest"]["archs"] == [[2, 2, 2], [2, 2, 2]]
+    rows = evaluations.trainings(first.id)
+    assert {r.train_seed for r in rows} == {0, 1}
+    assert len(rows) == 2 * summary["architectures_retrained"]
+    assert len(evaluations.scores(first.id)) == 2 * 2 * 3  # seeds x supernets x uniform
+    assert set(summary["kendall_tau"]) == {"enas", "uniform"}
+    assert summary["seeds"] == 2
+    store.close()
+
+
+def test_cli_names_a_bad_reward_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "SEGNAS_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "segnas.cli", "evaluate", "--rewards", "miou,iou"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("segnas: error:") and "rewards" in done.stderr
+    assert "Traceback" not in done.stderr
