@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from jobqueue import JobQueue, redis_client
-from segnas.spec import SearchSpec
+from segnas.spec import SearchSpec, load_search_spec
 from service.app import create_app
 from service.searches import WEB_DIR
 from service.settings import Settings
@@ -137,6 +137,13 @@ def chunked(body: bytes, size: int = 8192) -> Iterator[bytes]:
 # POST /searches
 
 
+def test_an_empty_body_is_the_default_search(api: TestClient) -> None:
+    body = submit(api, {})
+    default = load_search_spec(ROOT / "configs" / "shapes.yaml")
+    assert body["spec"] == default.model_dump(mode="json")
+    assert body["name"] == "shapes"
+
+
 def test_submit_answers_201_with_the_queued_search(api: TestClient, job_queue: JobQueue) -> None:
     response = api.post("/searches", json=SPEC)
     assert response.status_code == 201, response.text
@@ -149,7 +156,8 @@ def test_submit_answers_201_with_the_queued_search(api: TestClient, job_queue: J
     assert body["progress"] is None and body["best"] is None and body["error"] is None
     assert body["started_at"] is None and body["finished_at"] is None
     assert body["spec"] == SearchSpec.model_validate(SPEC).model_dump(mode="json")
-    assert body["spec"]["shared"]["batch_size"] == 128  # a default, filled in
+    # A default, filled in from the default search (configs/shapes.yaml).
+    assert body["spec"]["shared"]["batch_size"] == 32
     assert body["spec"]["controller"]["seed"] == 0  # the seed, written into the spec
     base = f"/searches/{search_id}"
     assert body["links"] == {

@@ -197,3 +197,35 @@ def test_cli_names_a_bad_reward_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("segnas: error:") and "rewards" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_evaluation_rows_on_every_backend(store: Any) -> None:
+    from storage.evaluations import ScoreRecord, TrainingRecord
+
+    evaluations = EvaluationStore(store)
+    record, created = evaluations.open("e" * 32, spec={"a": 1}, settings={"seeds": 1})
+    assert created and record.status == "running" and record.searches == {}
+    again, created = evaluations.open("e" * 32, spec={"a": 1}, settings={"seeds": 1})
+    assert not created and again.id == record.id
+    search = store.create({"epochs": 1}).id
+    evaluations.add_search(record.id, "0/enas_miou", search)
+    assert evaluations.get(record.id).searches == {"0/enas_miou": search}
+
+    row = dict(
+        arch=[0, 1], train_seed=0, status="succeeded", params=10,
+        accuracy=0.9, mean_precision=0.5, mean_recall=0.5, miou=0.4, miou_plus=0.7,
+    )  # fmt: skip
+    evaluations.add_trainings(record.id, [TrainingRecord(**row)])
+    evaluations.add_trainings(record.id, [TrainingRecord(**{**row, "miou": 0.5})])  # replaces
+    evaluations.add_trainings(record.id, [TrainingRecord(**{**row, "train_seed": 1})])
+    assert sorted((r.train_seed, r.miou) for r in evaluations.trainings(record.id)) == [
+        (0, 0.5),
+        (1, 0.4),
+    ]
+    score = ScoreRecord(search_id=search, arch=[0, 1], metrics={"miou": 0.3})
+    evaluations.add_scores(record.id, [score])
+    evaluations.add_scores(record.id, [score])  # the same weights: kept once
+    assert evaluations.scores(record.id) == [score]
+    evaluations.finish(record.id, "succeeded", summary={"seeds": 1})
+    done = evaluations.get(record.id)
+    assert done.status == "succeeded" and done.summary == {"seeds": 1}

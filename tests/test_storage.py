@@ -23,7 +23,17 @@ from storage.searches import (
 )
 from supernet.errors import ConfigError
 
-TABLES = {"searches", "samples", "epochs", "checkpoints", "results", "retrains"}
+TABLES = {
+    "searches",
+    "samples",
+    "epochs",
+    "checkpoints",
+    "results",
+    "retrains",
+    "evaluations",
+    "evaluation_trainings",
+    "evaluation_scores",
+}
 SPEC = {"space": {"layers": 12}, "epochs": 3}
 
 
@@ -110,8 +120,21 @@ def test_retrains_come_and_go_with_their_migration(db_url: str, engine: Engine) 
     upgrade(db_url)
     assert "retrains" in tables(engine)
     downgrade(db_url, "0002")
-    assert tables(engine) == TABLES - {"retrains"}
+    assert tables(engine) == TABLES - {"retrains", *EVALUATION_TABLES}
     assert current_revision(engine) == "0002"
+
+
+EVALUATION_TABLES = {"evaluations", "evaluation_trainings", "evaluation_scores"}
+
+
+def test_evaluations_come_and_go_with_their_migration(db_url: str, engine: Engine) -> None:
+    upgrade(db_url, "0004")
+    assert not EVALUATION_TABLES & tables(engine)
+    upgrade(db_url)
+    assert EVALUATION_TABLES <= tables(engine)
+    downgrade(db_url, "0004")
+    assert tables(engine) == TABLES - EVALUATION_TABLES
+    assert current_revision(engine) == "0004"
 
 
 def test_require_current_refuses_an_empty_database_and_passes_at_head(

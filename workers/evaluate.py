@@ -42,6 +42,7 @@ from storage.searches import SearchStore
 from supernet.errors import ConfigError, SearchFaultError
 from workers.entry import run_search
 from workers.retrain import RetrainJob, RetrainSettings, Target, random_archs, retrain
+from workers.runtime import ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,8 @@ class Evaluation:
             else:
                 todo.append((seed, method, search_id))
         self._progress("searches", len(ids), len(slots))
+        if todo:
+            ensure_ray()  # once, from this thread, before the searches' threads use it
         # Searches in parallel threads: each drives its own actors, and the database takes
         # writers from several threads.
         with ThreadPoolExecutor(max_workers=self.settings.parallel) as pool:
