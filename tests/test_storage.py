@@ -131,7 +131,7 @@ def test_evaluations_come_and_go_with_their_migration(db_url: str, engine: Engin
     upgrade(db_url, "0004")
     assert not EVALUATION_TABLES & tables(engine)
     upgrade(db_url)
-    assert EVALUATION_TABLES <= tables(engine)
+    assert tables(engine) >= EVALUATION_TABLES
     downgrade(db_url, "0004")
     assert tables(engine) == TABLES - EVALUATION_TABLES
     assert current_revision(engine) == "0004"

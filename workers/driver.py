@@ -420,9 +420,9 @@ class SearchDriver:
             for replica, part in zip(self._replicas, parts, strict=True):
                 if part:
                     archs = [batch.samples[i].arch for i in part]
-                    pending[
-                        replica.score_minibatch.remote(archs, minibatch, phase.batch_size)
-                    ] = part
+                    pending[replica.score_minibatch.remote(archs, minibatch, phase.batch_size)] = (
+                        part
+                    )
             metrics: dict[int, dict[str, float]] = {}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
