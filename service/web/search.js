@@ -119,6 +119,10 @@
       el("div", {}, el("dt", {}, "arch"), el("dd", {}, el("code", {}, archString(result.arch)))),
     );
     $("result-metrics").replaceChildren(...facts);
+    const of = Number.isFinite(result.candidates) ? `the best of ${result.candidates}` : "the best";
+    $("result-note").textContent =
+      `Validation split: ${of} derived architectures on it, so an optimistic estimate; ` +
+      "retrain it for a test score.";
   }
 
   function renderBest(best, spec) {
