@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from search_quality import run_search  # bench/, the folder of this script
 
 from reports.stats import kendall_tau
 from segnas.spec import SearchSpec, apply_overrides, load_search_spec, parse_search_spec
@@ -30,23 +28,6 @@ from workers.checkpoints import load_checkpoint
 from workers.shared_scores import score_checkpoint
 
 GOAL_TAU = 0.8
-
-
-def uniform_search(spec: SearchSpec) -> tuple[Path, float]:
-    """Run ``spec`` with the uniform sampler in a temporary folder: its last checkpoint."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from workers.entry import open_store, run_search
-
-    folder = Path(tempfile.mkdtemp(prefix="segnas-agreement-"))
-    store = open_store(f"sqlite:///{folder / 'segnas.db'}")
-    started = time.perf_counter()
-    outcome = run_search(spec, store=store, checkpoint_dir=folder / "checkpoints")
-    seconds = time.perf_counter() - started
-    checkpoint = store.last_checkpoint(outcome.search_id)
-    store.close()
-    if checkpoint is None:
-        raise SystemExit("the search wrote no checkpoint")
-    return Path(checkpoint.path), seconds
 
 
 def main() -> None:
@@ -69,7 +50,7 @@ def main() -> None:
             if args.config
             else parse_search_spec(apply_overrides({}, overrides))
         )
-        checkpoint, seconds = uniform_search(spec)
+        checkpoint, seconds = run_search(spec)
     spec = SearchSpec.model_validate(load_checkpoint(checkpoint)["spec"])
     rng = np.random.default_rng(args.seed)
     archs = [

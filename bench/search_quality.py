@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 GOAL_POINTS = 5.0
 
 
-def run_search(config: Path) -> tuple[Path, float]:
-    """A fresh search in a temporary data folder; its last checkpoint and the wall time."""
+def run_search(spec: SearchSpec) -> tuple[Path, float]:
+    """A fresh search of ``spec`` in a temporary data folder; its last checkpoint and the wall
+    time. (``bench/reward_agreement.py`` runs its searches with it too.)"""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from workers.entry import open_store
     from workers.entry import run_search as run
@@ -48,7 +49,7 @@ def run_search(config: Path) -> tuple[Path, float]:
     folder = Path(tempfile.mkdtemp(prefix="segnas-quality-"))
     store = open_store(f"sqlite:///{folder / 'segnas.db'}")
     started = time.perf_counter()
-    outcome = run(load_search_spec(config), store=store, checkpoint_dir=folder / "checkpoints")
+    outcome = run(spec, store=store, checkpoint_dir=folder / "checkpoints")
     seconds = time.perf_counter() - started
     checkpoint = store.last_checkpoint(outcome.search_id)
     store.close()
@@ -68,7 +69,7 @@ def main() -> None:
     search_seconds = None
     checkpoint = args.checkpoint
     if checkpoint is None:
-        checkpoint, search_seconds = run_search(args.config)
+        checkpoint, search_seconds = run_search(load_search_spec(args.config))
     payload = load_checkpoint(checkpoint)
     spec = SearchSpec.model_validate(payload["spec"])
 

@@ -115,16 +115,21 @@ def summarise(
         for m in METRIC_NAMES:
             mean, sd = _mean_sd([t.metrics[m] for t in scores])
             entry[f"test_{m}_mean"], entry[f"test_{m}_sd"] = mean, sd
+        entry[f"per_seed_{metric}"] = [t.metrics[metric] for t in scores]
         params = [t.params for t in scores if t.params is not None]
         entry["params"] = round(statistics.fmean(params)) if params else None
         methods[method] = entry
 
     taus: dict[str, list[float]] = {"enas": [], "uniform": []}
     pairs: dict[str, int] = {"enas": 0, "uniform": 0}
+    points: dict[int, dict[str, list[list[float]]]] = {}
     for seed in seeds:
         for supernet in taus:
             scored = shared.get(seed, {}).get(supernet, {})
             common = [a for a in map(tuple, uniform) if a in scored and a in trained]
+            points.setdefault(seed, {})[supernet] = [
+                [scored[a], trained[a].metrics[metric]] for a in common
+            ]
             tau = kendall_tau(
                 [scored[a] for a in common], [trained[a].metrics[metric] for a in common]
             )
@@ -143,6 +148,7 @@ def summarise(
         "kendall_tau_sd": tau_sd,
         "kendall_tau_se": {k: kendall_null_se(n) for k, n in pairs.items()},
         "kendall_tau_per_seed": taus,
+        "shared_vs_retrained": points,
         "architectures_retrained": len(trained),
         "uniform_distribution": _quantiles(ground),
         "goal": _goal(methods, tau_mean, metric),

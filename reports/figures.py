@@ -437,3 +437,46 @@ def architecture_png(
     )
     fig.suptitle(title if title is not None else f"Architecture {format_arch(arch)}", fontsize=11)
     return _save(fig, path)
+
+
+def evaluation_methods_png(summary: dict, path: Path) -> Path:
+    """Each method's retrained test metric (the evaluation's ``metric``) per seed, with its
+    mean and standard deviation over the seeds: one column per method."""
+    metric, methods = summary["metric"], summary["methods"]
+    names = list(methods)
+    fig = _figure(1.2 + 1.1 * len(names), 3.4)
+    ax = fig.add_subplot()
+    for k, name in enumerate(names):
+        entry = methods[name]
+        values = entry.get(f"per_seed_{metric}") or []
+        ax.scatter([k] * len(values), values, color=_INK, s=14, zorder=3)
+        mean, sd = entry[f"test_{metric}_mean"], entry[f"test_{metric}_sd"]
+        if mean is not None:
+            ax.errorbar(k, mean, yerr=sd or 0.0, fmt="_", color="#d62728", markersize=18,
+                        capsize=6, zorder=4)  # fmt: skip
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"retrained test {metric}")
+    ax.set_title(f"{summary['seeds']} seeds: each seed's pick (dots), mean ± sd (red)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def shared_vs_retrained_png(summary: dict, path: Path) -> Path:
+    """The uniform architectures' shared-weight score against their retrained test metric, for
+    each seed's ENAS supernet and uniform supernet, with Kendall's tau."""
+    metric, pairs = summary["metric"], summary.get("shared_vs_retrained", {})
+    fig = _figure(8.0, 3.4)
+    for k, supernet in enumerate(("enas", "uniform")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for seed, by in sorted(pairs.items()):
+            points = np.asarray(by.get(supernet, []), dtype=float).reshape(-1, 2)
+            ax.scatter(points[:, 0], points[:, 1], s=12, label=f"seed {seed}", alpha=0.8)
+        tau = summary["kendall_tau"].get(supernet)
+        label = "undefined" if tau is None else f"{tau:.2f}"
+        ax.set_title(f"{supernet} supernet: Kendall tau {label} (mean of seeds)", fontsize=9)
+        ax.set_xlabel(f"shared-weight validation {metric}")
+        ax.set_ylabel(f"retrained test {metric}")
+        ax.grid(alpha=0.3)
+        if pairs:
+            ax.legend(fontsize=7)
+    return _save(fig, path)

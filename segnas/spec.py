@@ -168,7 +168,7 @@ class SearchSpec(_Section):
         epochs: ENAS epochs (shared phase + controller phase each).
         reward: the metric that rewards the controller: ``accuracy``, ``miou`` or
             ``miou_plus`` (the paper's three).
-        dataset: the data set (``digits``, ``voc`` or ``folder``).
+        dataset: the data set (``shapes``, ``digits``, ``voc`` or ``folder``).
         space, shared, controller_phase, controller, derive, resources: see their sections.
     """
 

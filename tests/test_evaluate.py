@@ -84,7 +84,7 @@ def trained(arch: tuple[int, ...], miou: float, params: int = 100) -> Trained:
     return Trained(arch=arch, params=params, seeds=2, metrics={m: miou for m in METRICS})
 
 
-def test_summary_means_sds_tau_and_goal() -> None:
+def test_summary_means_sds_tau_and_goal(tmp_path: Path) -> None:
     uniform = [(0,), (1,), (2,), (3,)]
     truth = {a: trained(a, 0.1 * (k + 1)) for k, a in enumerate(uniform)}
     picks = {
@@ -119,6 +119,18 @@ def test_summary_means_sds_tau_and_goal() -> None:
     assert goal["best_enas"] == "enas_miou"
     assert goal["margins"]["random_ws"] == pytest.approx(0.6)
     assert goal["beats_controls"] and goal["tau_met"] and goal["met"]
+    assert summary["methods"]["enas_miou"]["per_seed_miou"] == pytest.approx([0.9, 0.7])
+    assert summary["shared_vs_retrained"][0]["enas"][1] == pytest.approx([1.0, 0.2])
+
+    from segnas.commands.evaluate import write_outputs
+
+    written = write_outputs(summary, tmp_path / "out")
+    assert [p.name for p in written] == [
+        "summary.json", "table.txt", "methods.png", "shared_vs_retrained.png",
+    ]  # fmt: skip
+    assert all(p.stat().st_size > 0 for p in written)
+    assert (tmp_path / "out" / "methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "enas_miou" in (tmp_path / "out" / "table.txt").read_text()
 
 
 class StopHereError(Exception):

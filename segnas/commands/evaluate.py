@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.1,
         help="param_matched: relative distance to the ENAS pick's parameters (0.1)",
     )
+    parser.add_argument(
+        "--out", type=Path, help="also write summary.json and the figures (PNG) to this folder"
+    )
     add_db_argument(parser)
     parser.add_argument(
         "--checkpoint-dir", type=Path, help="checkpoint folder (default: DATA_DIR/checkpoints)"
@@ -102,11 +105,31 @@ def run(args: argparse.Namespace) -> int:
             summary = evaluation.run()
     finally:
         store.close()
+    if args.out is not None:
+        write_outputs(summary, args.out)
     if args.json:
         print_json(summary)
         return 0
     print_summary(summary)
     return 0
+
+
+def write_outputs(summary: dict[str, Any], out: Path) -> list[Path]:
+    """``summary.json``, ``table.txt`` and the two figures in ``out``."""
+    import json
+
+    from reports.evaluation import format_table
+    from reports.figures import evaluation_methods_png, shared_vs_retrained_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "table.txt").write_text("\n".join(format_table(summary)) + "\n")
+    return [
+        out / "summary.json",
+        out / "table.txt",
+        evaluation_methods_png(summary, out / "methods.png"),
+        shared_vs_retrained_png(summary, out / "shared_vs_retrained.png"),
+    ]
 
 
 def print_summary(summary: dict[str, Any]) -> None:
