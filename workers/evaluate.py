@@ -40,6 +40,7 @@ from segnas.spec import RewardName, SearchSpec, apply_overrides
 from storage.evaluations import EvaluationRecord, EvaluationStore, ScoreRecord, TrainingRecord
 from storage.searches import SearchStore
 from supernet.errors import ConfigError, SearchFaultError
+from supernet.space import SearchSpace
 from workers.entry import run_search
 from workers.retrain import RetrainJob, RetrainSettings, Target, random_archs, retrain
 from workers.runtime import ensure_ray
@@ -279,7 +280,7 @@ class Evaluation:
             )
         return picks
 
-    def _space(self) -> Any:
+    def _space(self) -> SearchSpace:
         from supernet.data import load_dataset
 
         data = load_dataset(self.base.dataset)
@@ -391,7 +392,7 @@ class Evaluation:
         }
 
 
-def cell_params(space: Any) -> list[int]:
+def cell_params(space: SearchSpace) -> list[int]:
     """Parameters of each cell of ``space`` at its channel count (a cell's count does not
     depend on where it sits: the channels are constant through the network)."""
     from supernet.cells import Cell
@@ -400,14 +401,16 @@ def cell_params(space: Any) -> list[int]:
     return [count_params(Cell(name, space.channels)) for name in space.cells]
 
 
-def arch_params(space: Any, arch: Sequence[int], per_cell: Sequence[int] | None = None) -> int:
+def arch_params(
+    space: SearchSpace, arch: Sequence[int], per_cell: Sequence[int] | None = None
+) -> int:
     """Parameters of ``arch``'s searched cells (encoder and mirrored decoder): what differs
     between architectures of one space (the stem, merges and head are shared)."""
     per_cell = per_cell if per_cell is not None else cell_params(space)
     return 2 * sum(per_cell[c] for c in arch)
 
 
-def largest_arch(space: Any) -> list[int]:
+def largest_arch(space: SearchSpace) -> list[int]:
     """The architecture with the most parameters: the largest cell in every layer."""
     per_cell = cell_params(space)
     biggest = max(range(len(per_cell)), key=lambda c: per_cell[c])
