@@ -417,7 +417,9 @@ def largest_arch(space: SearchSpace) -> list[int]:
     return [biggest] * space.layers
 
 
-def param_matched(space: Any, target: Sequence[int], *, tolerance: float, seed: int) -> list[int]:
+def param_matched(
+    space: SearchSpace, target: Sequence[int], *, tolerance: float, seed: int
+) -> list[int]:
     """A uniformly drawn architecture (not ``target`` itself) whose searched cells have within
     ``tolerance`` of ``target``'s parameters.
 
