@@ -67,6 +67,13 @@ def shard_indices(
     return batch[rank::world][:per_rank].tolist()
 
 
+def scoring_minibatch(num_items: int, batch_size: int, *, seed: int, key: int) -> list[int]:
+    """Validation indices of scoring minibatch ``key``: ``batch_size`` of them (all, for a
+    smaller split) drawn without replacement from a generator seeded by ``(seed, key)``."""
+    rng = np.random.default_rng([seed, MINIBATCH_STREAM, key])
+    return np.sort(rng.choice(num_items, min(batch_size, num_items), replace=False)).tolist()
+
+
 class SupernetReplica:
     """One rank of the supernet group.
 
@@ -244,9 +251,7 @@ class SupernetReplica:
         other images for another key, and always a full minibatch (no short tail).
         """
         val = self.data.val
-        count = min(batch_size, len(val))
-        rng = np.random.default_rng([self.spec.seed, MINIBATCH_STREAM, key])
-        ids = np.sort(rng.choice(len(val), count, replace=False)).tolist()
+        ids = scoring_minibatch(len(val), batch_size, seed=self.spec.seed, key=key)
         return self._score(archs, [self._batch(val, ids)], per_arch_batches=False)
 
     def score_split(
