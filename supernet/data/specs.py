@@ -133,8 +133,7 @@ class ShapesSpec(_Spec):
     def _check_shapes(self) -> ShapesSpec:
         if self.min_objects > self.max_objects:
             raise ValueError(
-                f"min_objects ({self.min_objects}) must not exceed max_objects "
-                f"({self.max_objects})"
+                f"min_objects ({self.min_objects}) must not exceed max_objects ({self.max_objects})"
             )
         if self.object_size[1] > self.size:
             raise ValueError(
