@@ -23,7 +23,7 @@ import numpy as np
 from search_quality import run_search  # bench/, the folder of this script
 
 from reports.stats import kendall_tau
-from segnas.spec import SearchSpec, apply_overrides, load_search_spec, parse_search_spec
+from segnas.spec import SearchSpec, load_search_spec
 from workers.checkpoints import load_checkpoint
 from workers.shared_scores import score_checkpoint
 
@@ -45,12 +45,7 @@ def main() -> None:
         overrides: dict[str, object] = {"controller.sampler": "uniform"}
         if args.epochs:
             overrides.update({"epochs": args.epochs, "shared.restart_epochs": args.epochs})
-        spec = (
-            load_search_spec(args.config, overrides)
-            if args.config
-            else parse_search_spec(apply_overrides({}, overrides))
-        )
-        checkpoint, seconds = run_search(spec)
+        checkpoint, seconds = run_search(load_search_spec(args.config, overrides))
     spec = SearchSpec.model_validate(load_checkpoint(checkpoint)["spec"])
     rng = np.random.default_rng(args.seed)
     archs = [

@@ -273,12 +273,17 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return out
 
 
-def load_search_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SearchSpec:
-    """Read a YAML config file, apply ``--set`` overrides, validate.
+def load_search_spec(
+    path: str | Path | None, overrides: Mapping[str, Any] | None = None
+) -> SearchSpec:
+    """Read a YAML config file (None: the default search, no file), apply ``--set``
+    overrides, validate.
 
     Raises:
         ConfigError: unreadable file, not YAML, or an invalid spec (the message says which).
     """
+    if path is None:
+        return parse_search_spec(apply_overrides({}, overrides or {}))
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -64,6 +64,11 @@ def test_tiny_config_is_shipped() -> None:
     assert ROOT / "configs" / "tiny.yaml" in CONFIGS
 
 
+def test_no_file_is_the_default_search_with_the_overrides() -> None:
+    assert load_search_spec(None) == parse_search_spec({})
+    assert load_search_spec(None, {"epochs": 3}) == parse_search_spec({"epochs": 3})
+
+
 def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     assert load_search_spec(write_config(tmp_path, "")) == SearchSpec()
 

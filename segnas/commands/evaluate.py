@@ -78,14 +78,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segnas.spec import apply_overrides, load_search_spec, parse_search_spec
+    from segnas.spec import load_search_spec
 
-    overrides = parse_key_values(args.overrides)
-    base = (
-        load_search_spec(args.config, overrides)
-        if args.config
-        else parse_search_spec(apply_overrides({}, overrides))
-    )
+    base = load_search_spec(args.config, parse_key_values(args.overrides))
     settings = settings_from_args(args)
 
     from workers.entry import default_checkpoint_dir, open_store

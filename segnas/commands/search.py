@@ -39,13 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def search_spec_from_args(args: argparse.Namespace) -> Any:
     """The spec a new search runs with: the config file (default: the default search), then
     ``--set``, then ``--replicas``."""
-    from segnas.spec import apply_overrides, load_search_spec, parse_search_spec
+    from segnas.spec import load_search_spec
 
     overrides = parse_key_values(args.overrides)
     if args.replicas is not None:
         overrides["resources.replicas"] = args.replicas
-    if args.config is None:
-        return parse_search_spec(apply_overrides({}, overrides))
     return load_search_spec(args.config, overrides)
 
 
