@@ -181,7 +181,7 @@ class SearchDriver:
                 self.store.mark_finished(search_id, self.interrupted_status, error="interrupted")
             raise
         except BaseException as e:
-            self.store.mark_finished(search_id, "failed", error=_one_line(e))
+            self.store.mark_finished(search_id, "failed", error=one_line_error(e))
             raise
         finally:
             self._teardown()
@@ -612,6 +612,8 @@ def _cause_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def _one_line(error: BaseException) -> str:
+def one_line_error(error: BaseException) -> str:
+    """``Type: last line of its message``, at most 2,000 characters: what a row's ``error``
+    column keeps."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[-1] if text else ''}"[:2000]

@@ -41,6 +41,7 @@ from storage.evaluations import EvaluationRecord, EvaluationStore, ScoreRecord, 
 from storage.searches import SearchStore
 from supernet.errors import ConfigError, SearchFaultError
 from supernet.space import SearchSpace
+from workers.driver import one_line_error
 from workers.entry import run_search
 from workers.retrain import RetrainJob, RetrainSettings, Target, random_archs, retrain
 from workers.runtime import ensure_ray
@@ -184,9 +185,7 @@ class Evaluation:
         try:
             summary = self._run(record)
         except BaseException as e:
-            text = str(e).strip().splitlines()
-            error = f"{type(e).__name__}: {text[-1] if text else ''}"[:2000]
-            self.evaluations.finish(self.id, "failed", error=error)
+            self.evaluations.finish(self.id, "failed", error=one_line_error(e))
             raise
         self.evaluations.finish(self.id, "succeeded", summary=summary)
         return summary
