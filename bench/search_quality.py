@@ -76,7 +76,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     data = load_dataset(spec.dataset)
     space = spec.space.build(num_classes=data.num_classes, in_channels=data.in_channels)
-    supernet = SuperNet(space)
+    supernet = SuperNet(space, sharing=spec.shared.sharing)
     supernet.load_state_dict(payload["weights"]["supernet"])
     trainer = ReinforceTrainer.from_state_dict(payload["controller"]["trainer"])
 

@@ -87,6 +87,9 @@ class SharedSpec(_Section):
         lr: initial learning rate; None for the optimizer's default (sgd 0.05, adam 3e-3).
         lr_min: floor of the cosine; None for ``lr / 100``.
         max_steps: at most this many steps per epoch (None: one pass over the train split).
+        sharing: how the cells of a layer share weights: ``independent`` (ENAS: each its own)
+            or ``entangled`` (one leading conv1x1 per layer; conv3x3 and sep3x3 train the
+            centres of conv5x5's and sep5x5's kernels). See ``supernet.cells``.
     """
 
     batch_size: int = Field(128, ge=1, le=65_536)
@@ -100,6 +103,7 @@ class SharedSpec(_Section):
     restart_epochs: int = Field(10, ge=1, le=100_000)
     restart_mult: int = Field(2, ge=1, le=100)
     max_steps: int | None = Field(None, ge=1, le=10_000_000)
+    sharing: Literal["independent", "entangled"] = "independent"
 
 
 class ControllerPhaseSpec(_Section):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supernet.space import CELL_NAMES
@@ -133,3 +135,79 @@ class Cell(nn.Module):
 
     def extra_repr(self) -> str:
         return self.name
+
+
+class CentreConv(nn.Module):
+    """A ``k x k`` convolution whose kernel is the centre of a larger convolution's kernel.
+
+    Weight entanglement: conv3x3 trains the centre of the same layer's conv5x5 instead of a
+    kernel of its own, so every step that runs either trains the weights of both.
+
+    Args:
+        larger: the convolution that owns the weights (same padding, no bias).
+        kernel_size: the smaller, odd kernel size.
+    """
+
+    def __init__(self, larger: nn.Conv2d, kernel_size: int) -> None:
+        super().__init__()
+        if kernel_size > larger.kernel_size[0] or kernel_size % 2 == 0:
+            raise ValueError(f"cannot take a {kernel_size}x{kernel_size} centre of {larger}")
+        self.larger = larger
+        self.kernel_size = kernel_size
+
+    def centre(self) -> Tensor:
+        weight = self.larger.weight
+        off = (weight.shape[-1] - self.kernel_size) // 2
+        return weight[:, :, off : off + self.kernel_size, off : off + self.kernel_size]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.centre(), padding=self.kernel_size // 2, groups=self.larger.groups)
+
+    def standalone(self) -> nn.Conv2d:
+        """A plain ``nn.Conv2d`` holding a copy of the centre (for a child of its own)."""
+        big = self.larger
+        conv = nn.Conv2d(
+            big.in_channels,
+            big.out_channels,
+            self.kernel_size,
+            padding=self.kernel_size // 2,
+            groups=big.groups,
+            bias=False,
+        ).to(big.weight.device, big.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.centre())
+        return conv
+
+
+SHARING_MODES: tuple[str, ...] = ("independent", "entangled")
+"""How the candidate cells of one layer share weights in the supernet: ``independent`` (ENAS:
+every cell its own), or ``entangled``: one leading conv1x1 + BN + ReLU for all cells of the
+layer, and conv3x3 / sep3x3 use the centre of conv5x5's / sep5x5's kernels (sep3x3 also
+shares sep5x5's pointwise conv). BatchNorms after the operation stay per cell."""
+
+
+def entangle(cells: nn.ModuleList) -> None:
+    """Tie the weights of one layer's candidate ``Cell`` s in place (``entangled`` sharing).
+
+    Pairs whose larger cell is not among ``cells`` stay independent.
+    """
+    by_name = {cell.name: cell for cell in cells}
+    first = cells[0]
+    for cell in cells[1:]:
+        cell.proj = first.proj
+    for small, large in (("conv3x3", "conv5x5"), ("sep3x3", "sep5x5")):
+        if small in by_name and large in by_name:
+            by_name[small].op[0] = CentreConv(by_name[large].op[0], 3)
+    if "sep3x3" in by_name and "sep5x5" in by_name:
+        by_name["sep3x3"].op[1] = by_name["sep5x5"].op[1]
+
+
+def materialize(module: nn.Module) -> nn.Module:
+    """Replace, in place, every ``CentreConv`` below ``module`` with a plain convolution
+    holding a copy of its weights; returns ``module``."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, CentreConv):
+            setattr(module, name, child.standalone())
+        else:
+            materialize(child)
+    return module

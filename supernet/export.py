@@ -30,7 +30,6 @@ Pure PyTorch and pydantic (no Ray, HTTP or SQL), so a service or a notebook impo
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import tempfile
@@ -44,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from supernet.errors import ConfigError, validation_problems
 from supernet.metrics import METRIC_NAMES, Metrics
-from supernet.network import ChildNet, build_child
+from supernet.network import ChildNet, build_child, standalone_copy
 from supernet.profile import count_params
 from supernet.space import SearchSpace, format_arch
 
@@ -325,14 +324,15 @@ def export_network(
         )
     except ValidationError as e:
         raise ConfigError(f"cannot export: {validation_problems(e)}") from None
-    _check_structure(model, space)
+    # A deep copy, so the caller's model keeps its device, mode and autograd state; for a
+    # supernet view it copies only the chosen cells, with weights of their own (as
+    # ``build_child`` does).
+    child = standalone_copy(model).cpu().eval()
+    _check_structure(child, space)
     # Before the (slow) scripting, so a wrong folder is refused at once; nothing is created
     # until the network has scripted.
     _check_dir(out_dir)
 
-    # A deep copy, so the caller's model keeps its device, mode and autograd state; for a
-    # supernet view it copies only the chosen cells (as ``build_child`` does).
-    child = copy.deepcopy(model).cpu().eval()
     with _quiet_torchscript():
         scripted = torch.jit.script(child)
     state = {k: v.detach().clone() for k, v in child.state_dict().items()}

@@ -164,8 +164,9 @@ def test_load_child_and_the_torchscript_reproduce_the_model(exported):
         assert torch.allclose(scripted(x), expected, atol=1e-6)
 
 
-def test_a_supernet_view_exports_like_its_extracted_child(tmp_path):
-    supernet = SuperNet(SPACE).eval()
+@pytest.mark.parametrize("sharing", ["independent", "entangled"])
+def test_a_supernet_view_exports_like_its_extracted_child(tmp_path, sharing):
+    supernet = SuperNet(SPACE, sharing=sharing).eval()
     view = supernet.view(ALL_CELLS)
     card = export(view, tmp_path, metrics=ConfusionMatrix(4).compute())
     assert set(card.metrics) == {"accuracy", "mean_precision", "mean_recall", "miou", "miou_plus"}

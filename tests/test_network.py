@@ -254,3 +254,74 @@ def test_views_follow_the_supernets_mode():
     view = net.view(arch)  # cached view, new mode
     assert not view.training
     assert all(not m.training for m in view.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+# Entangled sharing: one conv1x1 per layer, the 3x3 kernels the centres of the 5x5 ones.
+
+
+def _trained(net: SuperNet, archs) -> SuperNet:
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for arch in archs:  # weights and BN statistics away from their initial values
+        optimizer.zero_grad()
+        net(torch.randn(4, 3, 16, 16), arch).pow(2).mean().backward()
+        optimizer.step()
+    return net
+
+
+def test_entangled_conv3x3_trains_the_centre_of_conv5x5_and_nothing_else_of_it():
+    net = SuperNet(SMALL, sharing="entangled")
+    conv3, conv5 = CELL_NAMES.index("conv3x3"), CELL_NAMES.index("conv5x5")
+    big = net.encoder[0][conv5].op[0].weight
+    before = big.detach().clone()
+    arch = (conv3,) + (4,) * (SMALL.layers - 1)
+    torch.optim.SGD(net.parameters(), lr=0.1).zero_grad()
+    net(torch.randn(2, 3, 16, 16), arch).pow(2).mean().backward()
+    with torch.no_grad():
+        big.sub_(0.1 * big.grad)
+    changed = (big.detach() != before).any(dim=0).any(dim=0)
+    inner = torch.zeros(5, 5, dtype=torch.bool)
+    inner[1:4, 1:4] = True
+    assert changed[inner].all() and not changed[~inner].any()
+
+
+def test_entangled_cells_of_a_layer_share_one_projection_and_the_pointwise_conv():
+    net = SuperNet(SMALL, sharing="entangled")
+    layer = net.decoder[2]
+    assert len({id(cell.proj) for cell in layer}) == 1
+    sep3, sep5 = CELL_NAMES.index("sep3x3"), CELL_NAMES.index("sep5x5")
+    assert layer[sep3].op[1] is layer[sep5].op[1]
+    assert net.encoder[0][0].proj is not net.encoder[1][0].proj  # only within a layer
+    independent = SuperNet(SMALL)
+    assert count_params(net) < count_params(independent)
+
+
+@pytest.mark.parametrize("arch", ARCHS_6 + [(0,) * 6, (1,) * 6])
+def test_entangled_child_matches_supernet_and_owns_plain_weights(arch):
+    net = _trained(SuperNet(SMALL, sharing="entangled"), ARCHS_6 + [(0,) * 6, (1,) * 6])
+    x = torch.randn(3, 3, 16, 12)
+    for train_mode in (False, True):
+        net.train(train_mode)
+        child = build_child(SMALL, arch, supernet=net)
+        torch.testing.assert_close(child(x), net(x, arch), rtol=0, atol=0)
+    fresh = build_child(SMALL, arch)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in child.state_dict().items()
+    }
+    assert count_params(child) == count_params(fresh)
+
+
+def test_entangled_supernet_state_round_trips():
+    net = _trained(SuperNet(SMALL, sharing="entangled"), ARCHS_6)
+    again = SuperNet(SMALL, sharing="entangled")
+    again.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    for arch in ARCHS_6:
+        torch.testing.assert_close(again.eval()(x, arch), net.eval()(x, arch), rtol=0, atol=0)
+
+
+def test_entangling_skips_pairs_whose_larger_cell_is_not_in_the_space():
+    space = SearchSpace(layers=2, channels=4, num_classes=3, cells=("conv3x3", "maxpool3x3"))
+    net = SuperNet(space, sharing="entangled")
+    assert isinstance(net.encoder[0][0].op[0], nn.Conv2d)
+    with pytest.raises(ValueError, match="sharing must be one of"):
+        SuperNet(space, sharing="tied")

@@ -111,7 +111,7 @@ class SupernetReplica:
         shared = self.spec.shared
         # Same seed on every rank: identical initial weights without a broadcast.
         torch.manual_seed(self.spec.seed)
-        self.net = SuperNet(self.space).to(self.device)
+        self.net = SuperNet(self.space, sharing=shared.sharing).to(self.device)
         self.steps_per_epoch = self._steps_per_epoch()
         self.optimizer = make_optimizer(self.net, shared)
         self.scheduler = make_shared_scheduler(self.optimizer, shared, self.steps_per_epoch)

@@ -41,7 +41,7 @@ def score_checkpoint(
     spec = SearchSpec.model_validate(payload["spec"])
     data = load_dataset(spec.dataset)
     space = spec.space.build(num_classes=data.num_classes, in_channels=data.in_channels)
-    supernet = SuperNet(space)
+    supernet = SuperNet(space, sharing=spec.shared.sharing)
     supernet.load_state_dict(payload["weights"]["supernet"])
     images = data.split(split)
     size = batch_size or spec.controller_phase.batch_size
