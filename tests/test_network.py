@@ -295,9 +295,9 @@ def test_entangled_cells_of_a_layer_share_one_projection_and_the_pointwise_conv(
     assert count_params(net) < count_params(independent)
 
 
-@pytest.mark.parametrize("arch", ARCHS_6 + [(0,) * 6, (1,) * 6])
+@pytest.mark.parametrize("arch", [*ARCHS_6, (0,) * 6, (1,) * 6])
 def test_entangled_child_matches_supernet_and_owns_plain_weights(arch):
-    net = _trained(SuperNet(SMALL, sharing="entangled"), ARCHS_6 + [(0,) * 6, (1,) * 6])
+    net = _trained(SuperNet(SMALL, sharing="entangled"), [*ARCHS_6, (0,) * 6, (1,) * 6])
     x = torch.randn(3, 3, 16, 12)
     for train_mode in (False, True):
         net.train(train_mode)
