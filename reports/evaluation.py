@@ -11,6 +11,7 @@ Pure data in, plain data out: no torch, no database.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -198,6 +199,75 @@ def _goal(methods: Mapping[str, Any], tau: Mapping[str, float | None], metric: s
         "tau_met": tau_ok,
         "met": beats and tau_ok,
     }
+
+
+PAPER_ACCURACY_ORDER: tuple[str, ...] = ("enas_accuracy", "enas_miou_plus", "enas_miou")
+"""The paper's finding on pixel accuracy: the accuracy reward's pick first, then mIoU+'s,
+then mIoU's."""
+LARGE_KERNELS: frozenset[str] = frozenset({"conv5x5", "sep5x5"})
+
+
+def paper_observations(methods: Mapping[str, Any], cells: Sequence[str]) -> dict[str, Any]:
+    """Whether the paper's two observations hold in an evaluation's ``methods``.
+
+    - ``accuracy_order``: the ENAS picks ordered by mean retrained test accuracy, against the
+      paper's order; ``within_noise`` when two neighbours differ by less than the larger of
+      their standard deviations over the seeds (then the order says nothing either way).
+    - ``large_kernels``: the share of 5x5 cells (``conv5x5``, ``sep5x5``) among each method's
+      picked layers, against the share a uniform draw has; the paper found the accuracy reward
+      favouring 5x5 cells.
+
+    Args:
+        methods: ``summarise(...)["methods"]``.
+        cells: the space's cell names, by index.
+    """
+    enas = [m for m in PAPER_ACCURACY_ORDER if m in methods and methods[m]["test_accuracy_mean"]]
+    measured = sorted(enas, key=lambda m: -methods[m]["test_accuracy_mean"])
+    within_noise = any(
+        methods[a]["test_accuracy_mean"] - methods[b]["test_accuracy_mean"]
+        < max(methods[a]["test_accuracy_sd"] or 0.0, methods[b]["test_accuracy_sd"] or 0.0)
+        for a, b in itertools.pairwise(measured)
+    )
+    shares = {}
+    for name, entry in methods.items():
+        layers = [cells[i] for arch in entry["archs"] for i in arch]
+        if layers:
+            shares[name] = sum(c in LARGE_KERNELS for c in layers) / len(layers)
+    uniform_share = sum(c in LARGE_KERNELS for c in cells) / len(cells) if cells else None
+    accuracy_share = shares.get("enas_accuracy")
+    return {
+        "accuracy_order": {
+            "paper": list(PAPER_ACCURACY_ORDER),
+            "measured": measured,
+            "holds": len(measured) == len(PAPER_ACCURACY_ORDER)
+            and measured == list(PAPER_ACCURACY_ORDER),
+            "within_noise": within_noise,
+        },
+        "large_kernels": {
+            "share": shares,
+            "uniform_share": uniform_share,
+            "holds": accuracy_share is not None
+            and uniform_share is not None
+            and accuracy_share > uniform_share
+            and all(accuracy_share >= v for k, v in shares.items() if k in ENAS_METHODS.values()),
+        },
+    }
+
+
+def format_observations(paper: Mapping[str, Any]) -> list[str]:
+    """The paper's observations in two lines."""
+    order, kernels = paper["accuracy_order"], paper["large_kernels"]
+    noise = " (within seed noise)" if order["within_noise"] else ""
+    verdict = "holds" if order["holds"] else "does not hold"
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in kernels["share"].items())
+    uniform = kernels["uniform_share"]
+    return [
+        f"paper's accuracy order {' > '.join(order['paper'])}: {verdict}; measured "
+        f"{' > '.join(order['measured'])}{noise}",
+        f"5x5 cells favoured by the accuracy reward: {'holds' if kernels['holds'] else 'no'}; "
+        f"share of 5x5 cells: {shares}"
+        + ("" if uniform is None else f" (a uniform draw: {uniform:.0%})"),
+    ]
 
 
 def format_table(summary: Mapping[str, Any]) -> list[str]:

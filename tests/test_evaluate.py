@@ -197,6 +197,8 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
     assert len(evaluations.scores(first.id)) == 2 * 2 * 3  # seeds x supernets x uniform
     assert set(summary["kendall_tau"]) == {"enas", "uniform"}
     assert summary["seeds"] == 2
+    assert summary["paper"]["accuracy_order"]["measured"] == ["enas_miou"]
+    assert summary["paper"]["large_kernels"]["share"]["largest"] == 1.0
     store.close()
 
 
@@ -241,3 +243,38 @@ def test_evaluation_rows_on_every_backend(store: Any) -> None:
     evaluations.finish(record.id, "succeeded", summary={"seeds": 1})
     done = evaluations.get(record.id)
     assert done.status == "succeeded" and done.summary == {"seeds": 1}
+
+
+def _method(archs, accuracy_mean, accuracy_sd):
+    return {"archs": archs, "test_accuracy_mean": accuracy_mean, "test_accuracy_sd": accuracy_sd}
+
+
+def test_paper_observations_check_the_accuracy_order_and_the_5x5_share():
+    from reports.evaluation import format_observations, paper_observations
+
+    cells = ("conv3x3", "sep3x3", "conv5x5", "sep5x5", "avgpool3x3", "maxpool3x3")
+    methods = {
+        "enas_accuracy": _method([[2, 3, 2], [2, 2, 0]], 0.95, 0.01),
+        "enas_miou_plus": _method([[2, 0, 4]], 0.90, 0.01),
+        "enas_miou": _method([[0, 1, 5]], 0.85, 0.01),
+        "random_ws": _method([[4, 5, 0]], 0.80, 0.02),
+    }
+    paper = paper_observations(methods, cells)
+    assert paper["accuracy_order"] == {
+        "paper": ["enas_accuracy", "enas_miou_plus", "enas_miou"],
+        "measured": ["enas_accuracy", "enas_miou_plus", "enas_miou"],
+        "holds": True,
+        "within_noise": False,
+    }
+    assert paper["large_kernels"]["share"]["enas_accuracy"] == pytest.approx(5 / 6)
+    assert paper["large_kernels"]["uniform_share"] == pytest.approx(1 / 3)
+    assert paper["large_kernels"]["holds"]
+
+    methods["enas_miou"] = _method([[2, 3, 3]], 0.945, 0.02)  # more 5x5, and inside the noise
+    paper = paper_observations(methods, cells)
+    assert paper["accuracy_order"]["measured"] == ["enas_accuracy", "enas_miou", "enas_miou_plus"]
+    assert not paper["accuracy_order"]["holds"] and paper["accuracy_order"]["within_noise"]
+    assert not paper["large_kernels"]["holds"]
+    lines = format_observations(paper)
+    assert "does not hold" in lines[0] and "within seed noise" in lines[0]
+    assert lines[1].startswith("5x5 cells favoured by the accuracy reward: no")

@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reports.evaluation import ENAS_METHODS, retrained_means, summarise
+from reports.evaluation import ENAS_METHODS, paper_observations, retrained_means, summarise
 from segnas.spec import RewardName, SearchSpec, apply_overrides
 from storage.evaluations import EvaluationRecord, EvaluationStore, ScoreRecord, TrainingRecord
 from storage.searches import SearchStore
@@ -201,6 +201,7 @@ class Evaluation:
         summary = summarise(
             picks=picks, trained=trained, shared=shared, uniform=uniform, metric=self.metric
         )
+        summary["paper"] = paper_observations(summary["methods"], self.base.space.cells)
         summary["evaluation_id"] = self.id
         summary["searches"] = {
             f"{seed}/{method}": sid for (seed, method), sid in sorted(searches.items())

@@ -113,12 +113,15 @@ def write_outputs(summary: dict[str, Any], out: Path) -> list[Path]:
     """``summary.json``, ``table.txt`` and the two figures in ``out``."""
     import json
 
-    from reports.evaluation import format_table
+    from reports.evaluation import format_observations, format_table
     from reports.figures import evaluation_methods_png, shared_vs_retrained_png
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "table.txt").write_text("\n".join(format_table(summary)) + "\n")
+    lines = format_table(summary)
+    if "paper" in summary:
+        lines += ["", *format_observations(summary["paper"])]
+    (out / "table.txt").write_text("\n".join(lines) + "\n")
     return [
         out / "summary.json",
         out / "table.txt",
@@ -128,7 +131,7 @@ def write_outputs(summary: dict[str, Any], out: Path) -> list[Path]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    from reports.evaluation import format_table
+    from reports.evaluation import format_observations, format_table
 
     print(
         f"evaluation {summary['evaluation_id']}: {summary['seeds']} seeds, "
@@ -136,6 +139,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         "metrics, mean ± sd over seeds"
     )
     for line in format_table(summary):
+        print(line)
+    for line in format_observations(summary["paper"]) if "paper" in summary else []:
         print(line)
     tau, sd, se = summary["kendall_tau"], summary["kendall_tau_sd"], summary["kendall_tau_se"]
     for name in ("enas", "uniform"):
