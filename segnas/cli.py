@@ -22,7 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "retrain": ("retrain", "retrain a search's best architectures from scratch (Ray Tune)"),
     "export": ("export", "a retrained network as TorchScript, state_dict and model card"),
     "evaluate": ("evaluate", "the search phase against random search and controls, retrained"),
-    "reproduce": ("reproduce", "the paper's Table 1: a search per reward, retrained, reported"),
+    "reproduce": ("reproduce", "the paper's Table 1: each reward searched, retrained, reported"),
     "report": ("report", "report.md, report.json and figures for finished searches"),
     "db": ("db", "database schema: upgrade, downgrade, current revision"),
     "serve": ("serve", "the API, the web page and a dispatcher (embedded defaults)"),

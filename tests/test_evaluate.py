@@ -278,3 +278,37 @@ def test_paper_observations_check_the_accuracy_order_and_the_5x5_share():
     lines = format_observations(paper)
     assert "does not hold" in lines[0] and "within seed noise" in lines[0]
     assert lines[1].startswith("5x5 cells favoured by the accuracy reward: no")
+
+
+def test_reproduce_over_seeds_is_the_evaluation_of_segnas_evaluate() -> None:
+    from segnas.cli import build_parser
+    from segnas.commands.evaluate import settings_from_args
+    from segnas.commands.reproduce import evaluate_settings
+    from segnas.spec import load_search_spec
+    from workers.evaluate import evaluation_id
+
+    parser = build_parser()
+    reproduce = parser.parse_args(["reproduce", "--seeds", "3", "--parallel", "2"])
+    evaluate = parser.parse_args(["evaluate", "--seeds", "3", "--parallel", "2"])
+    spec = load_search_spec(None)
+    assert evaluate_settings(reproduce) == settings_from_args(evaluate)
+    assert evaluation_id(spec, evaluate_settings(reproduce)) == evaluation_id(
+        spec, settings_from_args(evaluate)
+    )
+    longer = parser.parse_args(["reproduce", "--seeds", "2", "--epochs", "4"])
+    assert evaluate_settings(longer).retrain_epochs == 4
+
+
+def test_reproduce_over_seeds_refuses_single_seed_options_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "segnas.cli", "reproduce", "--seeds", "2", "--top-k", "5"],
+        env={**os.environ, "SEGNAS_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "segnas: error: --top-k: only for the single-seed reproduction (without --seeds); "
+        "over seeds the controls are random_ws, largest and param_matched, as in segnas evaluate"
+    ]

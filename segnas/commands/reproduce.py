@@ -1,5 +1,13 @@
-"""``segnas reproduce``: the paper's Table 1 on one data set: a search per reward function (a
-Ray Tune grid), each search's best architectures retrained with random baselines, a report."""
+"""``segnas reproduce``: the paper's Table 1 on one data set.
+
+Without ``--seeds``: one search per reward function (a Ray Tune grid), each search's best
+architectures retrained with random baselines, a report with the searches' figures.
+
+With ``--seeds N``: the three rewards over N seeds each, with the controls beside them
+(``random_ws``, ``largest``, ``param_matched``): the evaluation of ``segnas evaluate`` (the same
+engine, settings and rows: after ``segnas evaluate`` with the same settings it only reads them),
+printed as Table 1 with the paper's two observations checked.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from segnas.commands.options import (
     add_db_argument,
@@ -36,16 +45,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="another search spec instead")
     add_overrides_argument(parser, what="a spec field of every search")
     parser.add_argument(
-        "--top-k", type=int, default=3, metavar="K", help="best architectures per search (3)"
+        "--top-k", type=int, metavar="K", help="best architectures per search (3; one seed only)"
     )
-    parser.add_argument("--epochs", type=int, default=15, help="retraining epochs (15)")
+    parser.add_argument(
+        "--epochs", type=int, help="retraining epochs (15; with --seeds, 10 as segnas evaluate)"
+    )
     add_training_arguments(parser)
-    parser.set_defaults(random=3)
+    parser.set_defaults(random=None)
+    group = parser.add_argument_group("over seeds, with the controls (segnas evaluate's engine)")
+    group.add_argument(
+        "--seeds", type=int, help="N seeds per reward, with random_ws, largest and param_matched"
+    )
+    group.add_argument(
+        "--uniform", type=int, default=30, help="uniform architectures retrained as truth (30)"
+    )
+    group.add_argument("--train-seeds", type=int, default=2, help="seeds per architecture (2)")
+    group.add_argument(
+        "--parallel", type=int, default=1, help="searches run at once (1); each needs its CPUs"
+    )
     parser.add_argument(
         "--out", type=Path, help="report folder (default: DATA_DIR/reports/reproduce-TIME)"
     )
     add_db_argument(parser)
     add_json_argument(parser)
+
+
+SINGLE_SEED_ONLY: dict[str, object] = {
+    "top_k": None,
+    "random": None,
+    "optimizer": "adam",
+    "lr": None,
+    "seed": 0,
+    "grace_epochs": None,
+    "gpus_per_trial": 0,
+    "max_failures": 2,
+}
+"""Options (and their defaults) of the single-seed reproduction that an evaluation over seeds
+does not take."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
     base = load_search_spec(
         args.config or DATASET_CONFIGS[args.dataset], parse_key_values(args.overrides)
     )
-    settings = settings_from_args(args, top_k=args.top_k)
+    if args.seeds is not None:
+        return _over_seeds(args, base)
+    args.epochs = 15 if args.epochs is None else args.epochs
+    args.random = 3 if args.random is None else args.random
+    settings = settings_from_args(args, top_k=3 if args.top_k is None else args.top_k)
 
     from segnas.commands.report import print_summary, write
     from storage.engine import data_dir, database_url
@@ -74,6 +114,66 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print_summary(report, files, args.json)
+    return 0
+
+
+def evaluate_settings(args: argparse.Namespace) -> Any:
+    """The evaluation that ``reproduce --seeds`` runs: ``segnas evaluate``'s settings (and so
+    its id and rows) for the same values."""
+    from supernet.errors import ConfigError
+    from workers.evaluate import EvaluateSettings
+    from workers.reproduce import REWARDS
+
+    given = [f"--{n.replace('_', '-')}" for n in SINGLE_SEED_ONLY if _given(args, n)]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: only for the single-seed reproduction (without --seeds); "
+            "over seeds the controls are random_ws, largest and param_matched, as in "
+            "segnas evaluate"
+        )
+    return EvaluateSettings(
+        seeds=args.seeds,
+        rewards=REWARDS,
+        uniform=args.uniform,
+        train_seeds=args.train_seeds,
+        retrain_epochs=10 if args.epochs is None else args.epochs,
+        batch_size=args.batch_size,
+        cpus_per_trial=args.cpus_per_trial,
+        parallel=args.parallel,
+    )
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    return getattr(args, name) != SINGLE_SEED_ONLY[name]
+
+
+def _over_seeds(args: argparse.Namespace, base: Any) -> int:
+    from segnas.commands.evaluate import StageBars, print_summary, write_outputs
+    from segnas.commands.options import print_json
+    from workers.entry import default_checkpoint_dir, open_store
+    from workers.evaluate import Evaluation
+
+    settings = evaluate_settings(args)
+    store = open_store(args.db)
+    try:
+        with StageBars() as bars:
+            evaluation = Evaluation(
+                base,
+                settings,
+                store=store,
+                checkpoint_dir=default_checkpoint_dir(),
+                on_progress=bars.update,
+            )
+            print(f"segnas: evaluation {evaluation.id}", file=sys.stderr)
+            summary = evaluation.run()
+    finally:
+        store.close()
+    if args.out is not None:
+        write_outputs(summary, args.out)
+    if args.json:
+        print_json(summary)
+    else:
+        print_summary(summary)
     return 0
 
 
