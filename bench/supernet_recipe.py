@@ -2,11 +2,12 @@
 
 Each variant trains the default search's supernet (6 layers x 16 channels on ``shapes``, AdamW,
 cosine schedule, batch 32) for the same compute as the default search's shared phase (960
-forward-backward passes: 30 epochs of 32 steps), changing one thing at a time, then scores the
-30 uniformly drawn architectures of the evaluation in ``docs/results/evaluate-independent/`` on the whole
-validation split and compares their shared-weight scores with their retrained test mIoU
-(Kendall's tau; ground truth in ``bench/data/shapes_ground_truth.json``, taken from that
-evaluation's ``summary.json``: 10 epochs from scratch, mean of 2 training seeds).
+forward-backward passes: 30 epochs of 32 steps), changing one thing at a time from ENAS's
+independent cells, then scores the 30 uniformly drawn architectures of the evaluation in
+``docs/results/evaluate-independent/`` on the whole validation split and compares their
+shared-weight scores with their retrained test mIoU (Kendall's tau; ground truth in
+``bench/data/shapes_ground_truth.json``, taken from that evaluation's ``summary.json``: 10
+epochs from scratch, mean of 2 training seeds).
 
 Variants (after Yu et al. 2020, "How to train your super-net", and FairNAS):
 

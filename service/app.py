@@ -22,9 +22,10 @@ from starlette.datastructures import State
 from jobqueue import JobQueue, QueueUnavailableError, redis_client
 from segnas import __version__
 from service.blocking import blocking, make_pool
+from service.evaluations import router as evaluations_router
 from service.limits import BodyGuard
+from service.pages import WEB_DIR
 from service.schemas import Health
-from service.searches import WEB_DIR
 from service.searches import router as searches_router
 from service.settings import Settings
 from storage.engine import make_engine
@@ -78,6 +79,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(searches_router)
+    app.include_router(evaluations_router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     _add_error_handlers(app)

@@ -193,3 +193,90 @@ class Problem(BaseModel):
 
     detail: str
     errors: list[dict[str, Any]] | None = None
+
+
+# /evaluations: the rows of `segnas evaluate` (and `segnas reproduce --seeds`), read-only.
+
+
+class EvaluationMethodOut(BaseModel):
+    """One method's picks (one per seed) and their retrained test metrics over the seeds."""
+
+    archs: list[list[int]]
+    retrained: int
+    params: int | None
+    test_accuracy_mean: float | None
+    test_accuracy_sd: float | None
+    test_mean_precision_mean: float | None
+    test_mean_precision_sd: float | None
+    test_mean_recall_mean: float | None
+    test_mean_recall_sd: float | None
+    test_miou_mean: float | None
+    test_miou_sd: float | None
+    test_miou_plus_mean: float | None
+    test_miou_plus_sd: float | None
+
+
+class EvaluationTau(BaseModel):
+    enas: float | None
+    uniform: float | None
+
+
+class EvaluationGoal(BaseModel):
+    """The issue's goal: the best reward's pick beats random_ws and param_matched by more
+    than the larger of their standard deviations, and the ENAS supernet's tau >= 0.6."""
+
+    met: bool
+    reason: str | None = None
+    best_enas: str | None = None
+    margins: dict[str, float] | None = None
+    larger_sd: float | None = None
+    beats_controls: bool | None = None
+    tau_enas: float | None = None
+    tau_goal: float | None = None
+    tau_met: bool | None = None
+
+
+class EvaluationSummaryOut(BaseModel):
+    metric: str
+    seeds: int
+    architectures_retrained: int
+    methods: dict[str, EvaluationMethodOut]
+    kendall_tau: EvaluationTau
+    kendall_tau_sd: EvaluationTau
+    goal: EvaluationGoal
+    paper: dict[str, Any] | None = Field(
+        None, description="the paper's observations checked (reward order, 5x5 cells)"
+    )
+
+
+class EvaluationSearchOut(BaseModel):
+    slot: str = Field(description="SEED/METHOD")
+    seed: int
+    method: str
+    search_id: str
+    status: Status | None = Field(description="null if the search row is gone")
+    page: str
+
+
+class EvaluationProgress(BaseModel):
+    searches_planned: int
+    searches_finished: int
+    trainings_stored: int
+
+
+class EvaluationOut(BaseModel):
+    id: str
+    name: str | None
+    status: Literal["running", "succeeded", "failed"]
+    created_at: datetime
+    updated_at: datetime
+    error: str | None
+    settings: dict[str, Any]
+    progress: EvaluationProgress
+    searches: list[EvaluationSearchOut]
+    summary: EvaluationSummaryOut | None
+    page: str
+
+
+class EvaluationList(BaseModel):
+    items: list[EvaluationOut]

@@ -21,6 +21,7 @@ from service.cursors import (
     decode_search_cursor,
     encode_search_cursor,
 )
+from service.pages import WEB_DIR, wants_html
 from service.schemas import (
     ArchitectureOut,
     ArchitecturePage,
@@ -47,7 +48,6 @@ from storage.searches import (
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/searches", tags=["searches"])
-WEB_DIR = Path(__file__).resolve().parent / "web"
 
 IdempotencyKey = Annotated[
     str | None,
@@ -155,7 +155,7 @@ async def get_search(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One search. A browser (``Accept: text/html``) gets its web page instead."""
-    store, html = request.app.state.store, _wants_html(request)
+    store, html = request.app.state.store, wants_html(request)
     if if_none_match is not None and not html:
         # Most polls find the search unchanged: its revision alone says so, without the row.
         etag = _etag(await blocking(request, store.revision, search_id))
@@ -259,11 +259,6 @@ async def cancel_search(search_id: str, request: Request) -> SearchOut:
     if outcome is CancelOutcome.FINISHED:
         raise HTTPException(409, f"search {search_id} has already finished ({record.status})")
     return SearchOut.of(record)
-
-
-def _wants_html(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return "text/html" in accept and "application/json" not in accept
 
 
 def _etags(header: str) -> set[str]:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.models import Evaluation, EvaluationScore, EvaluationTraining, utcnow
@@ -104,6 +104,21 @@ class EvaluationStore:
         query = select(Evaluation.__table__).where(Evaluation.id == evaluation_id)
         row = self.store._read(lambda c: c.execute(query).first())
         return None if row is None else EvaluationRecord.model_validate(row, from_attributes=True)
+
+    def latest(self, limit: int = 20) -> list[EvaluationRecord]:
+        """The ``limit`` newest evaluations, newest first."""
+        query = (
+            select(Evaluation.__table__)
+            .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
+            .limit(limit)
+        )
+        rows = self.store._read(lambda c: c.execute(query).all())
+        return [EvaluationRecord.model_validate(r, from_attributes=True) for r in rows]
+
+    def trainings_stored(self, evaluation_id: str) -> int:
+        """How many (architecture, training seed) rows the evaluation has stored."""
+        query = select(func.count()).where(EvaluationTraining.evaluation_id == evaluation_id)
+        return int(self.store._read(lambda c: c.execute(query).scalar_one()))
 
     def add_search(self, evaluation_id: str, slot: str, search_id: str) -> None:
         """Record that the evaluation's search ``slot`` (``SEED/METHOD``) is ``search_id``."""

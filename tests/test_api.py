@@ -22,7 +22,7 @@ from sqlalchemy import update
 from jobqueue import JobQueue, redis_client
 from segnas.spec import SearchSpec, load_search_spec
 from service.app import create_app
-from service.searches import WEB_DIR
+from service.pages import WEB_DIR
 from service.settings import Settings
 from storage.models import Search
 from storage.searches import ResultRecord, SampleRecord, SearchStore
@@ -848,3 +848,72 @@ def test_every_write_the_poll_can_see_changes_the_etag(api: TestClient) -> None:
         etags.append(response.headers["etag"])
     assert len(set(etags)) == len(etags)
     assert api.get(f"/searches/{search_id}").json()["status"] == "cancelled"
+
+
+# /evaluations: what segnas evaluate stored, read-only.
+
+EVALUATION_SUMMARY = ROOT / "docs" / "results" / "evaluate-independent" / "summary.json"
+
+
+def _evaluation(api: TestClient, *, summary: dict[str, Any] | None) -> tuple[str, str]:
+    from storage.evaluations import EvaluationStore
+
+    search = submit(api)
+    evaluations = EvaluationStore(store_of(api))
+    evaluation_id = "e" * 32
+    settings = {"seeds": 3, "rewards": ["accuracy", "miou", "miou_plus"], "uniform": 30}
+    evaluations.open(evaluation_id, spec={"name": "shapes"}, settings=settings)
+    evaluations.add_search(evaluation_id, "0/enas_miou", search["id"])
+    if summary is not None:
+        evaluations.finish(evaluation_id, "succeeded", summary=summary)
+    return evaluation_id, search["id"]
+
+
+def test_an_evaluation_is_listed_and_read_with_its_table_and_searches(api: TestClient) -> None:
+    summary = json.loads(EVALUATION_SUMMARY.read_text())
+    evaluation_id, search_id = _evaluation(api, summary=summary)
+
+    listed = api.get("/evaluations")
+    assert listed.status_code == 200
+    assert [e["id"] for e in listed.json()["items"]] == [evaluation_id]
+
+    answer = api.get(f"/evaluations/{evaluation_id}")
+    assert answer.headers["vary"] == "Accept"
+    body = answer.json()
+    assert body["status"] == "succeeded" and body["name"] == "shapes"
+    assert body["progress"] == {
+        "searches_planned": 12, "searches_finished": 0, "trainings_stored": 0
+    }  # fmt: skip
+    assert body["searches"] == [
+        {"slot": "0/enas_miou", "seed": 0, "method": "enas_miou", "search_id": search_id,
+         "status": "queued", "page": f"/searches/{search_id}"}
+    ]  # fmt: skip
+    methods = body["summary"]["methods"]
+    assert set(methods) == {
+        "enas_accuracy", "enas_miou", "enas_miou_plus", "random_ws", "largest", "param_matched"
+    }  # fmt: skip
+    assert methods["largest"]["test_miou_mean"] == pytest.approx(
+        summary["methods"]["largest"]["test_miou_mean"]
+    )
+    assert body["summary"]["goal"]["met"] is False
+    assert body["page"] == f"/evaluations/{evaluation_id}"
+
+
+def test_a_running_evaluation_has_no_summary_and_an_unknown_one_is_404(api: TestClient) -> None:
+    evaluation_id, _ = _evaluation(api, summary=None)
+    body = api.get(f"/evaluations/{evaluation_id}").json()
+    assert body["status"] == "running" and body["summary"] is None
+    for unknown in ("f" * 32, "not-an-id", "x" * 500):
+        answer = api.get(f"/evaluations/{unknown}")
+        assert answer.status_code == 404
+        assert answer.json() == {"detail": "no evaluation has this id"}
+    assert api.get("/evaluations?limit=0").status_code == 422
+    assert api.get("/evaluations?limit=51").status_code == 422
+
+
+def test_an_evaluations_page_for_a_browser(api: TestClient) -> None:
+    evaluation_id, _ = _evaluation(api, summary={"not": "a summary of this version"})
+    page = api.get(f"/evaluations/{evaluation_id}", headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="/static/evaluation.js"' in page.text
+    assert api.get(f"/evaluations/{evaluation_id}").json()["summary"] is None  # still answers

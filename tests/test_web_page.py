@@ -243,3 +243,38 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
 def _shown_text(driver, element_id: str) -> str | None:
     element = by_id(driver, element_id)
     return element.text if element.is_displayed() and element.text else None
+
+
+def test_an_evaluation_shows_on_the_index_and_its_own_page(server: Server, browser) -> None:
+    from storage.evaluations import EvaluationStore
+    from storage.searches import SearchStore
+
+    summary = json.loads((ROOT / "docs/results/evaluate-independent/summary.json").read_text())
+    store = SearchStore(f"sqlite:///{server.log_path.parent / 'segnas.db'}")
+    try:
+        evaluations = EvaluationStore(store)
+        evaluation_id = "b" * 32
+        evaluations.open(evaluation_id, spec={"name": "page-test"}, settings=summary["settings"])
+        evaluations.finish(evaluation_id, "succeeded", summary=summary)
+    finally:
+        store.close()
+
+    browser.get(f"{server.base}/")
+    card = lambda: by_id(browser, "evaluations-card").is_displayed()  # noqa: E731
+    wait_until("the evaluations card", card, 30)
+    assert "page-test" in by_id(browser, "evaluations").text
+
+    browser.get(f"{server.base}/evaluations/{evaluation_id}")
+
+    def drawn() -> str | None:  # textContent: the headers' CSS changes their case on screen
+        text = by_id(browser, "table-one").get_attribute("textContent") or ""
+        return text if "enas_accuracy" in text else None
+
+    table = wait_until("Table 1", drawn, 30)
+    assert "param_matched" in table and "mean IoU" in table
+    largest = summary["methods"]["largest"]["test_miou_mean"]
+    assert f"{largest:.3f}" in table
+    findings = by_id(browser, "findings").text
+    assert "Kendall tau" in findings and "not met" in findings
+    assert by_id(browser, "status").text == "succeeded"
+    assert by_id(browser, "evaluation-name").text == "page-test"

@@ -43,9 +43,10 @@ const SEGNAS = (() => {
     return detail || `the server answered ${status}`;
   }
 
-  /** GET a JSON document; throws ApiError on a non-2xx answer. */
-  async function getJSON(url) {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
+  /** GET a JSON document; throws ApiError on a non-2xx answer. ``init`` adds fetch options
+   * (``{cache: "no-store"}`` where the page's own URL also answers JSON). */
+  async function getJSON(url, init = {}) {
+    const response = await fetch(url, { ...init, headers: { Accept: "application/json" } });
     return readJSON(response);
   }
 

@@ -4,6 +4,7 @@
 (() => {
   const { el, progressBar, statusBadge, formatNumber, timeElement, shortId } = SEGNAS;
   const POLL_MS = 2000;
+  const EVALUATIONS_POLL_MS = 10000;
 
   // configs/tiny.yaml: a search that finishes in about a minute on a laptop.
   const EXAMPLE_SPEC = {
@@ -81,6 +82,39 @@
       listState.classList.add("warn");
     } finally {
       window.setTimeout(pollList, POLL_MS);
+    }
+  }
+
+  // --- the evaluations (shown once there is one) -----------------------------------------
+
+  const evaluationsCard = document.getElementById("evaluations-card");
+  const evaluationRows = document.getElementById("evaluations");
+
+  function evaluationRow(evaluation) {
+    const p = evaluation.progress;
+    return el(
+      "tr",
+      { "data-id": evaluation.id },
+      el("td", { class: "mono" },
+        el("a", { href: evaluation.page, title: evaluation.id }, shortId(evaluation.id))),
+      el("td", {}, el("a", { href: evaluation.page }, evaluation.name || "(unnamed)")),
+      el("td", {}, statusBadge(evaluation.status)),
+      el("td", { class: "num" }, `${p.searches_finished} / ${p.searches_planned}`),
+      el("td", { class: "num" }, String(evaluation.settings.seeds ?? "–")),
+      el("td", {}, timeElement(evaluation.created_at)),
+    );
+  }
+
+  async function pollEvaluations() {
+    try {
+      const list = await SEGNAS.getJSON("/evaluations");
+      const items = list.items || [];
+      evaluationsCard.hidden = items.length === 0;
+      evaluationRows.replaceChildren(...items.map(evaluationRow));
+    } catch {
+      // the searches' list says when the server cannot be reached
+    } finally {
+      window.setTimeout(pollEvaluations, EVALUATIONS_POLL_MS);
     }
   }
 
@@ -190,4 +224,5 @@
   nameInput.addEventListener("input", onEdit);
   window.addEventListener("pageshow", onPageShow);
   pollList();
+  pollEvaluations();
 })();
