@@ -28,9 +28,9 @@ Variants (after Yu et al. 2020, "How to train your super-net", and FairNAS):
 Scores are taken with BatchNorm in batch-statistics mode (as the search does) and, as
 ``tau_recalibrated``, with running statistics recomputed per architecture on 8 train batches.
 
-    python bench/supernet_recipe.py [--variants uniform,fair,...] [--steps 960]
+    python bench/supernet_recipe.py [--variants uniform,fair,...] [--steps 960] [--seeds 0,1,2]
 
-One JSON object per variant, one line each; the last line is all of them.
+One JSON object per run, one line each; the last line: mean and sd of each variant's taus.
 """
 
 from __future__ import annotations
@@ -133,9 +133,7 @@ def recalibrated(
 
 
 def run_variant(variant: str, base_steps: int, truth: dict[str, Any], seed: int) -> dict:
-    overrides = []
-    if variant == "two_cells":
-        overrides.append("space.cells=[conv3x3,conv5x5]")
+    overrides = {"space.cells": ["conv3x3", "conv5x5"]} if variant == "two_cells" else {}
     spec = load_search_spec(None, overrides)
     data = load_dataset(spec.dataset)
     space = spec.space.build(num_classes=data.num_classes, in_channels=data.in_channels)
@@ -210,7 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--steps", type=int, default=960, help="passes of the baseline (960)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds of each variant (0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -218,12 +216,28 @@ def main() -> None:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
     truth = json.loads(GROUND_TRUTH.read_text())
     rows = []
     for variant in variants:
-        rows.append(run_variant(variant, args.steps, truth, args.seed))
-        print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"steps": args.steps, "seed": args.seed, "rows": rows}))
+        for seed in seeds:
+            rows.append({**run_variant(variant, args.steps, truth, seed), "seed": seed})
+            print(json.dumps(rows[-1]), flush=True)
+    print(json.dumps({"steps": args.steps, "seeds": seeds, "variants": summarise(rows)}))
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """Mean and sd over the seeds of each variant's taus."""
+    out: dict[str, dict] = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        entry: dict[str, Any] = {"runs": len(mine)}
+        for key in ("tau_miou", "tau_accuracy", "tau_miou_plus", "tau_recalibrated"):
+            values = [r[key] for r in mine if r[key] is not None]
+            entry[f"{key}_mean"] = round(statistics.fmean(values), 3) if values else None
+            entry[f"{key}_sd"] = round(statistics.stdev(values), 3) if len(values) > 1 else None
+        out[variant] = entry
+    return out
 
 
 if __name__ == "__main__":
