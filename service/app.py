@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import State
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from jobqueue import JobQueue, QueueUnavailableError, redis_client
 from segnas import __version__
@@ -34,6 +36,8 @@ from storage.searches import IdempotencyConflictError, SearchNotFoundError, Sear
 from supernet.errors import ConfigError
 
 log = logging.getLogger(__name__)
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+"""FastAPI's 400 detail for a body it could not decode (not UTF-8, for one)."""
 
 
 def create_app(
@@ -146,11 +150,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return problem(422, "; ".join(lines) + more, errors=errors)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-        )
+    # Starlette's class: FastAPI raises it too (a body it cannot decode), and routing (404, 405).
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        headers = exc.headers
+        if exc.status_code == 400 and detail == FASTAPI_BODY_ERROR:  # bytes json.loads refused
+            detail = "the body is not JSON in UTF-8; send it as UTF-8 JSON"
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(SearchNotFoundError)
     async def not_found(_request: Request, exc: SearchNotFoundError) -> JSONResponse:
@@ -164,6 +174,34 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def database_down(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.error("database error: %s", _first_line(exc))
         return problem(503, "the database is unavailable; try again shortly")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's doing: logged with its traceback, answered in one line
+        # that names nothing of the server.
+        log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+        return problem(500, "internal error; the server's log has the details")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of the request's path answers."""
+    methods: set[str] = set()
+    for route in _leaf_routes(app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def _leaf_routes(routes: list[Any]) -> list[Any]:
+    """The routes with methods, inside included routers too (FastAPI wraps those)."""
+    leaves = []
+    for route in routes:
+        inner = getattr(getattr(route, "original_router", None), "routes", None)
+        leaves += _leaf_routes(inner) if inner is not None else [route]
+    return leaves
 
 
 def _first_line(error: BaseException) -> str:

@@ -28,7 +28,12 @@ def decode_search_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, search_id
 
 
+MAX_ROW_ID = 2**63 - 1  # PostgreSQL's bigint; SQLite's integer
+
+
 def decode_sample_cursor(cursor: str) -> int:
-    if not cursor.isdigit() or len(cursor) > 19:
+    """The row id after which the page starts; one past the largest id is the end."""
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    if not (cursor.isascii() and cursor.isdigit()):
         raise CursorError("after: not a cursor this API gave out (use a page's `next`)")
-    return int(cursor)
+    return min(int(cursor), MAX_ROW_ID)

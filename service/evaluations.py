@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from service.blocking import blocking
 from service.pages import WEB_DIR, wants_html
 from service.schemas import (
+    VALIDATION_ERROR,
     EvaluationList,
     EvaluationOut,
     EvaluationProgress,
@@ -24,7 +25,7 @@ from storage.evaluations import EvaluationRecord, EvaluationStore
 from storage.searches import FINISHED_STATUSES, SearchNotFoundError, SearchStore
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/evaluations", tags=["evaluations"])
+router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=VALIDATION_ERROR)
 NOT_FOUND = {404: {"model": Problem, "description": "no evaluation has this id"}}
 
 

@@ -280,3 +280,15 @@ class EvaluationOut(BaseModel):
 
 class EvaluationList(BaseModel):
     items: list[EvaluationOut]
+
+
+VALIDATION_ERROR = {
+    422: {
+        "model": Problem,
+        "description": "a parameter or the body is invalid: `detail` says what in one line, "
+        "`errors` lists each field (`loc`, `msg`)",
+    },
+    503: {"model": Problem, "description": "the database is unavailable; try again shortly"},
+}
+"""The errors every route can answer, as the app's handlers write them (FastAPI's default 422
+schema, an array in ``detail``, is not what this API answers)."""

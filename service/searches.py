@@ -23,6 +23,7 @@ from service.cursors import (
 )
 from service.pages import WEB_DIR, wants_html
 from service.schemas import (
+    VALIDATION_ERROR,
     ArchitectureOut,
     ArchitecturePage,
     Problem,
@@ -47,7 +48,7 @@ from storage.searches import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/searches", tags=["searches"])
+router = APIRouter(prefix="/searches", tags=["searches"], responses=VALIDATION_ERROR)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -84,6 +85,7 @@ def _search_json(record: SearchRecord) -> tuple[bytes, str]:
     responses={
         200: {"model": SearchOut, "description": "replay of an Idempotency-Key"},
         409: {"model": Problem, "description": "Idempotency-Key reused with another spec"},
+        400: {"model": Problem, "description": "the body is not UTF-8 JSON"},
         413: {"model": Problem, "description": "body too large"},
         422: {"model": Problem, "description": "invalid spec"},
     },
@@ -95,9 +97,11 @@ async def submit_search(
     state = request.app.state
     root = getattr(spec.dataset, "root", None)
     if root is not None and not state.settings.allows_root(Path(root)):
-        allowed = ", ".join(str(r) for r in state.settings.data_roots)
+        # The allowed folders are the server's paths: named by the setting, not listed.
         raise HTTPException(
-            422, f"dataset.root {str(root)!r} is outside the allowed data folders ({allowed})"
+            422,
+            f"dataset.root {str(root)!r} is outside the data folders this server allows "
+            "(its operator sets them: SEGNAS_DATA_ROOTS)",
         )
     record, created = await blocking(request, _submit, state, spec, idempotency_key)
     body, etag = _search_json(record)
@@ -126,7 +130,15 @@ def _submit(
 async def list_searches(
     request: Request,
     status: Status | None = None,
-    after: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="the `next` of the previous page (opaque)",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> SearchPage:
     """Searches, newest first, a page at a time."""
@@ -178,7 +190,10 @@ async def get_search(
 async def list_architectures(
     search_id: str,
     request: Request,
-    after: Annotated[str | None, Query(max_length=20)] = None,
+    after: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9]{1,19}$", description="the `next` of the previous page"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     order: Literal["asc", "desc"] = "asc",
 ) -> ArchitecturePage:

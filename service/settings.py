@@ -58,6 +58,10 @@ class Settings(BaseModel):
         return cls.model_validate(values)
 
     def allows_root(self, root: Path) -> bool:
-        """Whether ``root`` lies inside one of ``data_roots`` (links resolved first)."""
-        target = root.expanduser().resolve()
+        """Whether ``root`` lies inside one of ``data_roots`` (links resolved first). A path
+        that cannot be resolved (``~nosuchuser/x``, a loop of links) lies in none of them."""
+        try:
+            target = root.expanduser().resolve()
+        except (RuntimeError, OSError, ValueError):
+            return False
         return any(target.is_relative_to(r.expanduser().resolve()) for r in self.data_roots)

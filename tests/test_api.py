@@ -309,9 +309,15 @@ def test_a_dataset_root_outside_the_data_roots_is_422(api: TestClient, data_root
         f"{data_root}/link/set",  # a link inside that points outside
         f"{data_root}-sibling/set",  # a prefix of the name is not the folder
         "relative/set",  # relative to the API's working folder
+        "~nosuchuser/set",  # a home folder that does not exist
+        "~/set",
     ]:
         response = api.post("/searches", json=folder_spec(root))
-        assert_problem(response, 422, "dataset.root", "outside", str(data_root))
+        assert_problem(response, 422, "dataset.root", "outside", "SEGNAS_DATA_ROOTS")
+        assert str(data_root) not in response.json()["detail"].replace(root, "")
+    for root in [f"{data_root}/a\x00b", f"{data_root}/a\nb"]:
+        response = api.post("/searches", json=folder_spec(root))
+        assert_problem(response, 422, "control characters")
     assert listed_ids(api) == []
 
 
@@ -917,3 +923,43 @@ def test_an_evaluations_page_for_a_browser(api: TestClient) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="/static/evaluation.js"' in page.text
     assert api.get(f"/evaluations/{evaluation_id}").json()["summary"] is None  # still answers
+
+
+# Inputs that once answered 500.
+
+
+def test_cursors_of_unicode_digits_or_past_the_largest_row_id(api: TestClient) -> None:
+    search_id = submit(api)["id"]
+    for url in ("/searches?after=²", f"/searches/{search_id}/architectures?after=²"):
+        assert_problem(api.get(url), 422, "after")
+    past = api.get(f"/searches/{search_id}/architectures?after={'9' * 19}")
+    assert past.status_code == 200 and past.json() == {"items": [], "next": None}
+    assert_problem(api.get(f"/searches/{search_id}/architectures?after={'9' * 20}"), 422, "after")
+
+
+def test_a_body_that_is_not_utf8_is_a_400_in_one_line(api: TestClient) -> None:
+    response = api.post(
+        "/searches", content=b'{"name": "\xff\xfe"}', headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 400, "UTF-8")
+    assert listed_ids(api) == []
+
+
+def test_an_unexpected_error_is_a_500_in_one_line_without_a_traceback(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(**_kwargs: Any) -> None:
+        raise RuntimeError("a bug at /srv/segnas/secret.py")
+
+    monkeypatch.setattr(store_of(api), "page", broken)
+    with TestClient(api.app, raise_server_exceptions=False) as client:
+        response = client.get("/searches")
+    assert_problem(response, 500, "internal error")
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert "a bug at" in caplog.text  # the operator's log has it
+
+
+def test_a_method_a_path_does_not_answer_names_all_it_does(api: TestClient) -> None:
+    response = api.delete("/searches")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST"

@@ -41,6 +41,20 @@ _Factor = Annotated[float, Field(gt=0.0, le=8.0)]
 Scale = Annotated[tuple[_Factor, _Factor], AfterValidator(_ordered)]
 """(min, max) factor of the random training rescale, applied on top of the letterbox scale."""
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+MAX_ROOT_CHARS = 4096
+
+
+def _plain_path(path: Path) -> Path:
+    text = str(path)
+    if len(text) > MAX_ROOT_CHARS:
+        raise ValueError(f"must be a path of at most {MAX_ROOT_CHARS} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("must not contain control characters (a NUL byte, a newline, ...)")
+    return path
+
+
+DataRoot = Annotated[Path, AfterValidator(_plain_path)]
+"""A data set's folder: a path without control characters (``os`` refuses a NUL byte)."""
 
 
 class _Spec(BaseModel):
@@ -160,7 +174,7 @@ class VocSpec(_Spec):
     """
 
     kind: Literal["voc"]
-    root: Path
+    root: DataRoot
     split: Literal["paper", "official"] = "paper"
     void_as_class: bool = False
     size: int = Field(256, ge=16, le=2048)
@@ -183,7 +197,7 @@ class FolderSpec(_Spec):
     """
 
     kind: Literal["folder"]
-    root: Path
+    root: DataRoot
     size: int = Field(256, ge=16, le=2048)
     augment: bool = True
     scale: Scale = (0.5, 2.0)
