@@ -44,12 +44,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        # Our own file, holding optimizer states and RNG tensors: not weights-only.
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors, numbers, strings and containers (weights, optimizer states,
+        # RNG states all are); a tampered file with pickled code is refused, not run.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint {str(path)!r} is gone: the search cannot resume") from None
     except Exception as e:
-        raise ConfigError(f"checkpoint {str(path)!r} cannot be read: {e}") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"checkpoint {str(path)!r} cannot be read: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"checkpoint {str(path)!r} is not a segnas checkpoint (format {FORMAT})")
     return payload
