@@ -25,6 +25,7 @@ from jobqueue import JobQueue, QueueUnavailableError, redis_client
 from segnas import __version__
 from service.blocking import blocking, make_pool
 from service.evaluations import router as evaluations_router
+from service.guards import RequestGuard
 from service.limits import BodyGuard
 from service.pages import WEB_DIR
 from service.schemas import Health
@@ -86,6 +87,7 @@ def create_app(
     app.include_router(evaluations_router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts)  # the outermost
     _add_error_handlers(app)
 
     @app.get("/", include_in_schema=False)

@@ -283,6 +283,7 @@ class EvaluationList(BaseModel):
 
 
 VALIDATION_ERROR = {
+    400: {"model": Problem, "description": "a Host this server does not answer to"},
     422: {
         "model": Problem,
         "description": "a parameter or the body is invalid: `detail` says what in one line, "
@@ -292,3 +293,11 @@ VALIDATION_ERROR = {
 }
 """The errors every route can answer, as the app's handlers write them (FastAPI's default 422
 schema, an array in ``detail``, is not what this API answers)."""
+
+CROSS_SITE = {
+    403: {
+        "model": Problem,
+        "description": "a cross-site request: another Origin, or neither JSON nor X-Requested-With",
+    }
+}
+"""What a state-changing route answers to a request a cross-site page could have sent."""

@@ -23,6 +23,7 @@ from service.cursors import (
 )
 from service.pages import WEB_DIR, wants_html
 from service.schemas import (
+    CROSS_SITE,
     VALIDATION_ERROR,
     ArchitectureOut,
     ArchitecturePage,
@@ -85,7 +86,8 @@ def _search_json(record: SearchRecord) -> tuple[bytes, str]:
     responses={
         200: {"model": SearchOut, "description": "replay of an Idempotency-Key"},
         409: {"model": Problem, "description": "Idempotency-Key reused with another spec"},
-        400: {"model": Problem, "description": "the body is not UTF-8 JSON"},
+        400: {"model": Problem, "description": "the body is not UTF-8 JSON, or a bad Host"},
+        **CROSS_SITE,
         413: {"model": Problem, "description": "body too large"},
         422: {"model": Problem, "description": "invalid spec"},
     },
@@ -261,7 +263,11 @@ async def list_retrains(search_id: str, request: Request) -> RetrainList:
     "/{search_id}/cancel",
     status_code=202,
     response_model=SearchOut,
-    responses={**NOT_FOUND, 409: {"model": Problem, "description": "already finished"}},
+    responses={
+        **NOT_FOUND,
+        **CROSS_SITE,
+        409: {"model": Problem, "description": "already finished"},
+    },
 )
 async def cancel_search(search_id: str, request: Request) -> SearchOut:
     """Cancel: a queued search at once; a running one at its driver's next step boundary."""

@@ -13,6 +13,8 @@ REDIS_URL_ENV = "REDIS_URL"
 DATA_ROOTS_ENV = "SEGNAS_DATA_ROOTS"
 QUEUE_PREFIX_ENV = "SEGNAS_QUEUE_PREFIX"
 DB_POOL_SIZE_ENV = "SEGNAS_DB_POOL_SIZE"
+ALLOWED_HOSTS_ENV = "SEGNAS_ALLOWED_HOSTS"
+LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
 
 class Settings(BaseModel):
@@ -29,6 +31,8 @@ class Settings(BaseModel):
         db_pool_size: database connections of one API process, and as many threads for the
             handlers' blocking calls (``SEGNAS_DB_POOL_SIZE``, ``service.blocking``): a
             thread never waits for a connection, and none is opened and closed under load.
+        allowed_hosts: host names a request's ``Host`` may name (``SEGNAS_ALLOWED_HOSTS``,
+            comma-separated; ``*`` for any; default loopback only): ``service.guards``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -40,6 +44,7 @@ class Settings(BaseModel):
     queue_prefix: str = "segnas"
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     db_pool_size: int = Field(10, ge=1, le=200)
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -54,6 +59,9 @@ class Settings(BaseModel):
         }
         if os.environ.get(DB_POOL_SIZE_ENV):
             values["db_pool_size"] = os.environ[DB_POOL_SIZE_ENV]
+        hosts = [h.strip() for h in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if h.strip()]
+        if hosts:
+            values["allowed_hosts"] = tuple(hosts)
         values.update(overrides)
         return cls.model_validate(values)
 

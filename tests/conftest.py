@@ -164,6 +164,9 @@ def job_queue(redis_url: str, queue_prefix: str) -> Iterator[Any]:
     queue.client.close()
 
 
+CLIENT_HEADERS = {"X-Requested-With": "segnas-tests"}
+
+
 @pytest.fixture
 def api(store: SearchStore, job_queue: Any, tmp_path: Path) -> Iterator[Any]:
     """A FastAPI ``TestClient`` on the real app, over ``store`` and ``job_queue``; the data
@@ -173,8 +176,13 @@ def api(store: SearchStore, job_queue: Any, tmp_path: Path) -> Iterator[Any]:
     from service.app import create_app
     from service.settings import Settings
 
-    settings = Settings(data_dir=tmp_path, data_roots=(tmp_path / "data",))
-    with TestClient(create_app(settings, store=store, queue=job_queue)) as client:
+    settings = Settings(
+        data_dir=tmp_path, data_roots=(tmp_path / "data",), allowed_hosts=("testserver",)
+    )
+    # X-Requested-With, as the page sends it: tests of the cross-site guard go without it.
+    with TestClient(
+        create_app(settings, store=store, queue=job_queue), headers=CLIENT_HEADERS
+    ) as client:
         yield client
 
 

@@ -41,6 +41,7 @@ SPEC: dict[str, Any] = {
     },
 }
 UNKNOWN_ID = "0" * 32
+CLIENT_HEADERS = {"X-Requested-With": "segnas-tests"}  # as conftest's api client sends it
 MAX_BODY = 64 * 1024
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 PROGRESS = {"epoch": 0, "epochs": 2, "phase": "shared", "step": 3, "steps": 10, "samples": 0}
@@ -115,7 +116,9 @@ def data_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """The settings of ``api``, for a second app beside it."""
-    return Settings(data_dir=tmp_path, data_roots=(tmp_path / "data",))
+    return Settings(
+        data_dir=tmp_path, data_roots=(tmp_path / "data",), allowed_hosts=("testserver",)
+    )
 
 
 def listed_ids(api: TestClient) -> list[str]:
@@ -669,7 +672,8 @@ def test_without_redis_healthz_is_503_and_a_submitted_search_is_kept(
 ) -> None:
     dead_queue = JobQueue(redis_client("redis://127.0.0.1:1/0", socket_connect_timeout=0.5))
     try:
-        with TestClient(create_app(settings, store=store_of(api), queue=dead_queue)) as client:
+        app = create_app(settings, store=store_of(api), queue=dead_queue)
+        with TestClient(app, headers=CLIENT_HEADERS) as client:
             health = client.get("/healthz")
             assert health.status_code == 503
             assert health.json()["status"] == "unavailable"
@@ -692,7 +696,8 @@ def test_without_the_database_every_route_is_503(
 ) -> None:
     down = SearchStore("postgresql://postgres@127.0.0.1:1/segnas", check_schema=False)
     try:
-        with TestClient(create_app(settings, store=down, queue=job_queue)) as client:
+        app = create_app(settings, store=down, queue=job_queue)
+        with TestClient(app, headers=CLIENT_HEADERS) as client:
             for method, path, body in [
                 ("GET", f"/searches/{UNKNOWN_ID}", None),
                 ("GET", "/searches", None),
@@ -952,7 +957,7 @@ def test_an_unexpected_error_is_a_500_in_one_line_without_a_traceback(
         raise RuntimeError("a bug at /srv/segnas/secret.py")
 
     monkeypatch.setattr(store_of(api), "page", broken)
-    with TestClient(api.app, raise_server_exceptions=False) as client:
+    with TestClient(api.app, raise_server_exceptions=False, headers=CLIENT_HEADERS) as client:
         response = client.get("/searches")
     assert_problem(response, 500, "internal error")
     assert "secret" not in response.text and "Traceback" not in response.text

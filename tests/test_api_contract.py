@@ -41,9 +41,12 @@ def contract_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with EmbeddedRedis(folder / "redis") as redis:
         queue = JobQueue(redis_client(redis.url), prefix=f"contract-{secrets.token_hex(4)}")
         queue.ensure_group()
-        settings_ = Settings(data_dir=folder, data_roots=(folder / "data",))
+        settings_ = Settings(
+            data_dir=folder, data_roots=(folder / "data",), allowed_hosts=("testserver",)
+        )
         app = create_app(settings_, store=store, queue=queue)
-        with TestClient(app, raise_server_exceptions=False) as client:
+        headers = {"X-Requested-With": "segnas-tests"}  # as the page sends it
+        with TestClient(app, raise_server_exceptions=False, headers=headers) as client:
             yield client
         queue.client.close()
     store.close()

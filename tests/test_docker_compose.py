@@ -195,6 +195,10 @@ def test_healthchecks_ask_the_right_port(services):
 
 def test_published_ports(services):
     assert published_ports(services["api"]) == {8000: 8000}
+    # The host's loopback unless the operator says otherwise; answering loopback names only.
+    assert services["api"]["ports"] == ["${SEGNAS_API_BIND:-127.0.0.1}:8000:8000"]
+    hosts = services["api"]["environment"]["SEGNAS_ALLOWED_HOSTS"]
+    assert hosts == "${SEGNAS_ALLOWED_HOSTS:-localhost,127.0.0.1,::1}"
     assert published_ports(services["ray-head"]) == {8265: 8265}
 
 

@@ -49,6 +49,29 @@ def check_counts(args: argparse.Namespace) -> None:
         raise ConfigError("--dispatchers must be >= 0, --max-concurrent and --workers >= 1")
 
 
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def allow_listen_host(host: str) -> str | None:
+    """Unless ``SEGNAS_ALLOWED_HOSTS`` is set, let the API answer to the address it listens
+    on besides the loopback names (its workers read the environment). Returns a note when
+    the address is a wildcard, whose requests must name an allowed host."""
+    import os
+
+    from service.settings import ALLOWED_HOSTS_ENV, LOOPBACK_HOSTS
+
+    if os.environ.get(ALLOWED_HOSTS_ENV):
+        return None
+    if host in WILDCARDS:
+        return (
+            f"listening on every interface, but answering only requests for "
+            f"{', '.join(LOOPBACK_HOSTS)}: set {ALLOWED_HOSTS_ENV} to the names clients use"
+        )
+    if host.lower().strip("[]") not in LOOPBACK_HOSTS:
+        os.environ[ALLOWED_HOSTS_ENV] = ",".join((*LOOPBACK_HOSTS, host.strip("[]")))
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -56,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_counts(args)
     check_port(args.host, args.port)
+    hosts_note = allow_listen_host(args.host)
     with LocalStack(dispatchers=args.dispatchers, max_concurrent=args.max_concurrent):
         print(f"segnas: serving on http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+        if hosts_note:
+            print(f"segnas: {hosts_note}", flush=True)
         uvicorn.run(
             "service.app:create_app",
             factory=True,

@@ -188,7 +188,8 @@
     button.disabled = true;
     try {
       const response = await fetch(`${base}/cancel`, {
-        method: "POST", headers: { Accept: "application/json" },
+        // X-Requested-With: what a cross-site form cannot send (service/guards.py).
+        method: "POST", headers: { Accept: "application/json", "X-Requested-With": "segnas-page" },
       });
       search = await SEGNAS.readJSON(response);
       renderHeader(search);
