@@ -106,17 +106,20 @@ def create_app(
 
 
 def _check(state: State) -> tuple[str, str]:
-    """``"ok"``, or what went wrong, for the database and for Redis."""
+    """``"ok"`` or a short word for the database and for Redis; the reason (which may name
+    hosts and paths) goes to the log, not to the client."""
     database = redis = "ok"
     try:
         with state.store.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as e:
-        database = _first_line(e)
+        log.warning("healthz: database: %s", _first_line(e))
+        database = "unavailable"
     try:
         state.queue.ping()
     except QueueUnavailableError as e:
-        redis = str(e)
+        log.warning("healthz: %s", e)
+        redis = "Redis does not answer"
     return database, redis
 
 
