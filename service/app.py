@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from swagger_ui_bundle import swagger_ui_path
 
 from jobqueue import JobQueue, QueueUnavailableError, redis_client
 from segnas import __version__
@@ -82,10 +83,15 @@ def create_app(
         version=__version__,
         description="ENAS neural architecture search for semantic segmentation, as a service.",
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: /docs is served below,
+        # offline, from the swagger-ui-bundle package; ReDoc has no offline copy here.
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(searches_router)
     app.include_router(evaluations_router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts)  # the outermost
     _add_error_handlers(app)
@@ -93,6 +99,11 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> FileResponse:
+        """Swagger UI over /openapi.json, every file from this server."""
+        return FileResponse(WEB_DIR / "docs.html", media_type="text/html")
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def healthz(request: Request) -> JSONResponse:

@@ -11,10 +11,9 @@ headers of every answer.
   cross-site script cannot add either without a CORS preflight, which this server does not
   answer.
 - **Headers**: ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``,
-  ``Referrer-Policy: same-origin`` on every answer, and a ``Content-Security-Policy`` that
-  allows only this server's own scripts (the pages' inline ``style`` attributes aside) on
-  every answer but FastAPI's ``/docs`` and ``/redoc``, which load Swagger UI and ReDoc from a
-  CDN (docs/security.md).
+  ``Referrer-Policy: same-origin`` and a ``Content-Security-Policy`` that allows only this
+  server's own scripts (the pages' inline ``style`` attributes aside) on every answer;
+  ``/docs`` serves Swagger UI from this server too.
 """
 
 from __future__ import annotations
@@ -31,11 +30,11 @@ CSP = (
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'self'"
 )
-CDN_PAGES = ("/docs", "/redoc")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy", CSP.encode()),
 ]
 
 
@@ -66,13 +65,10 @@ class RequestGuard:
             status, detail = refusal
             await _answer(send, status, detail)
             return
-        csp = not scope["path"].startswith(CDN_PAGES)
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
-                if csp:
-                    message["headers"].append((b"content-security-policy", CSP.encode()))
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -66,13 +66,15 @@ def test_what_a_cross_site_form_can_send_does_not_change_state(browser_like: Tes
 
 
 def test_every_answer_carries_the_security_headers(browser_like: TestClient) -> None:
-    for path in ("/", "/searches", f"/searches/{UNKNOWN}", "/static/common.js"):
+    for path in ("/", "/searches", f"/searches/{UNKNOWN}", "/static/common.js", "/openapi.json"):
         answer = browser_like.get(path)
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["content-security-policy"] == CSP
-    docs = browser_like.get("/docs")  # Swagger UI from its CDN: no CSP that would blank it
-    assert docs.status_code == 200 and "content-security-policy" not in docs.headers
+    docs = browser_like.get("/docs")  # Swagger UI from this server: the same CSP
+    assert docs.status_code == 200 and docs.headers["content-security-policy"] == CSP
+    assert "cdn" not in docs.text.lower()
+    assert browser_like.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     refused = browser_like.get("/", headers={"Host": "attacker.example"})
     assert refused.headers["x-frame-options"] == "DENY"
 

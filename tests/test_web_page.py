@@ -278,3 +278,16 @@ def test_an_evaluation_shows_on_the_index_and_its_own_page(server: Server, brows
     assert "Kendall tau" in findings and "not met" in findings
     assert by_id(browser, "status").text == "succeeded"
     assert by_id(browser, "evaluation-name").text == "page-test"
+
+
+def test_the_api_docs_render_offline_under_the_pages_csp(base_url: str, browser) -> None:
+    browser.get(f"{base_url}/docs")
+
+    def operations() -> int | None:
+        count = len(browser.find_elements("css selector", ".opblock"))
+        return count or None
+
+    count = wait_until("Swagger UI's operations", operations, 30)
+    assert count >= 10  # /searches, its sub-resources, /evaluations, /healthz
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []  # nothing refused by the CSP, nothing fetched from elsewhere
