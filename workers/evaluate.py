@@ -194,7 +194,8 @@ class Evaluation:
         searches = self._searches(dict(record.searches))
         picks = self._picks(searches)
         uniform = random_archs(self.base.space, self.settings.uniform, seed=self.settings.arch_seed)
-        self._train([*uniform, *(a for by in picks.values() for a in by.values())])
+        # The picks first: an evaluation interrupted in its retraining has its methods' figures.
+        self._train([a for by in picks.values() for a in by.values()], uniform)
         trained = retrained_means([r.model_dump() for r in self.evaluations.trainings(self.id)])
         shared = self._shared_scores(searches, uniform)
         self._progress("summary", 1, 1)
@@ -288,25 +289,27 @@ class Evaluation:
 
     # ground truth
 
-    def _train(self, archs: Sequence[Sequence[int]]) -> None:
-        distinct = list(dict.fromkeys(tuple(a) for a in archs))
+    def _train(self, *groups: Sequence[Sequence[int]]) -> None:
+        """Train every architecture of ``groups`` with every training seed, group by group
+        (each group's seeds before the next group), skipping what is stored."""
         done = {(tuple(r.arch), r.train_seed) for r in self.evaluations.trainings(self.id)}
-        todo = [
-            (seed, arch)
-            for seed in range(self.settings.train_seeds)
-            for arch in distinct
-            if (arch, seed) not in done
-        ]
-        total = len(distinct) * self.settings.train_seeds
-        finished = total - len(todo)
+        seen: set[tuple[int, ...]] = set()
+        plan: list[list[tuple[int, ...]]] = []
+        for group in groups:
+            distinct = [a for a in dict.fromkeys(tuple(a) for a in group) if a not in seen]
+            seen.update(distinct)
+            plan.append(distinct)
+        total = len(seen) * self.settings.train_seeds
+        finished = len(done & {(a, s) for a in seen for s in range(self.settings.train_seeds)})
         self._progress("retrain", finished, total)
-        for seed in range(self.settings.train_seeds):
-            mine = [arch for s, arch in todo if s == seed]
-            for first in range(0, len(mine), TRAIN_CHUNK):
-                chunk = mine[first : first + TRAIN_CHUNK]
-                self.evaluations.add_trainings(self.id, self._train_chunk(chunk, seed))
-                finished += len(chunk)
-                self._progress("retrain", finished, total, f"training seed {seed}")
+        for distinct in plan:
+            for seed in range(self.settings.train_seeds):
+                mine = [arch for arch in distinct if (arch, seed) not in done]
+                for first in range(0, len(mine), TRAIN_CHUNK):
+                    chunk = mine[first : first + TRAIN_CHUNK]
+                    self.evaluations.add_trainings(self.id, self._train_chunk(chunk, seed))
+                    finished += len(chunk)
+                    self._progress("retrain", finished, total, f"training seed {seed}")
 
     def _train_chunk(self, archs: Sequence[tuple[int, ...]], seed: int) -> list[TrainingRecord]:
         s = self.settings
