@@ -18,9 +18,10 @@ headers of every answer.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
+
+from service.limits import send_problem
 
 Scope = dict[str, Any]
 
@@ -63,7 +64,7 @@ class RequestGuard:
         refusal = self._refusal(scope["method"], host, headers)
         if refusal is not None:
             status, detail = refusal
-            await _answer(send, status, detail)
+            await send_problem(send, status, detail, SECURITY_HEADERS)
             return
 
         async def send_with_headers(message: dict[str, Any]) -> None:
@@ -90,19 +91,3 @@ class RequestGuard:
                 "(or, without a body, the header X-Requested-With)"
             )
         return None
-
-
-async def _answer(send: Any, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *SECURITY_HEADERS,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -83,29 +83,46 @@ def run(args: argparse.Namespace) -> int:
     base = load_search_spec(args.config, parse_key_values(args.overrides))
     settings = settings_from_args(args)
 
+    return run_and_report(
+        base, settings, db=args.db, checkpoint_dir=args.checkpoint_dir, out=args.out,
+        as_json=args.json,
+    )  # fmt: skip
+
+
+def run_and_report(
+    base: Any,
+    settings: Any,
+    *,
+    db: str | None,
+    checkpoint_dir: Path | None,
+    out: Path | None,
+    as_json: bool,
+) -> int:
+    """Run (or continue) the evaluation with progress bars, write ``out`` if given, print its
+    summary (``segnas evaluate`` and ``segnas reproduce --seeds``)."""
     from workers.entry import default_checkpoint_dir, open_store
     from workers.evaluate import Evaluation
 
-    store = open_store(args.db)
+    store = open_store(db)
     try:
         with StageBars() as bars:
             evaluation = Evaluation(
                 base,
                 settings,
                 store=store,
-                checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(),
+                checkpoint_dir=checkpoint_dir or default_checkpoint_dir(),
                 on_progress=bars.update,
             )
             print(f"segnas: evaluation {evaluation.id}", file=sys.stderr)
             summary = evaluation.run()
     finally:
         store.close()
-    if args.out is not None:
-        write_outputs(summary, args.out)
-    if args.json:
+    if out is not None:
+        write_outputs(summary, out)
+    if as_json:
         print_json(summary)
-        return 0
-    print_summary(summary)
+    else:
+        print_summary(summary)
     return 0
 
 

@@ -148,33 +148,12 @@ def _given(args: argparse.Namespace, name: str) -> bool:
 
 
 def _over_seeds(args: argparse.Namespace, base: Any) -> int:
-    from segnas.commands.evaluate import StageBars, print_summary, write_outputs
-    from segnas.commands.options import print_json
-    from workers.entry import default_checkpoint_dir, open_store
-    from workers.evaluate import Evaluation
+    from segnas.commands.evaluate import run_and_report
 
-    settings = evaluate_settings(args)
-    store = open_store(args.db)
-    try:
-        with StageBars() as bars:
-            evaluation = Evaluation(
-                base,
-                settings,
-                store=store,
-                checkpoint_dir=default_checkpoint_dir(),
-                on_progress=bars.update,
-            )
-            print(f"segnas: evaluation {evaluation.id}", file=sys.stderr)
-            summary = evaluation.run()
-    finally:
-        store.close()
-    if args.out is not None:
-        write_outputs(summary, args.out)
-    if args.json:
-        print_json(summary)
-    else:
-        print_summary(summary)
-    return 0
+    return run_and_report(
+        base, evaluate_settings(args), db=args.db, checkpoint_dir=None, out=args.out,
+        as_json=args.json,
+    )  # fmt: skip
 
 
 class FractionBar:
