@@ -217,17 +217,35 @@ class EvaluationMethodOut(BaseModel):
 
 
 class EvaluationTau(BaseModel):
+    """Per supernet: ``enas`` is the spec's reward's, ``uniform`` random_ws's; the other
+    rewards' supernets under their method's name (absent in older evaluations)."""
+
     enas: float | None
     uniform: float | None
+    enas_accuracy: float | None = None
+    enas_miou: float | None = None
+    enas_miou_plus: float | None = None
+
+
+class EvaluationGroundTruth(BaseModel):
+    """How well two trainings of the same architectures agree (the ceiling for tau)."""
+
+    tau: float | None = Field(description="Kendall tau between training seeds, mean over pairs")
+    tau_per_pair: dict[str, float]
+    within_sd: float | None = Field(description="an architecture's sd across training seeds")
+    between_sd: float | None = Field(description="sd between architectures' mean scores")
+    architectures: int
 
 
 class EvaluationGoal(BaseModel):
-    """The issue's goal: the best reward's pick beats random_ws and param_matched by more
-    than the larger of their standard deviations, and the ENAS supernet's tau >= 0.6."""
+    """The issue's goal: the best reward's pick beats random_ws and its own parameter-matched
+    control by more than the larger of their standard deviations, and the ENAS supernet's
+    tau >= 0.6."""
 
     met: bool
     reason: str | None = None
     best_enas: str | None = None
+    matched_control: str | None = None
     margins: dict[str, float] | None = None
     larger_sd: float | None = None
     beats_controls: bool | None = None
@@ -244,6 +262,7 @@ class EvaluationSummaryOut(BaseModel):
     kendall_tau: EvaluationTau
     kendall_tau_sd: EvaluationTau
     goal: EvaluationGoal
+    ground_truth: EvaluationGroundTruth | None = None
     paper: dict[str, Any] | None = Field(
         None, description="the paper's observations checked (reward order, 5x5 cells)"
     )

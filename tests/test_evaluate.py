@@ -3,7 +3,9 @@ run for real (tiny config, a local Ray), interrupted and continued."""
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from reports.evaluation import Trained, kendall_null_se, summarise
+from reports.evaluation import Trained, kendall_null_se, seed_agreement, summarise
 from segnas.spec import load_search_spec, parse_search_spec
 from storage.evaluations import EvaluationStore
 from supernet.space import SearchSpace
@@ -121,6 +123,7 @@ def test_summary_means_sds_tau_and_goal(tmp_path: Path) -> None:
     assert goal["beats_controls"] and goal["tau_met"] and goal["met"]
     assert summary["methods"]["enas_miou"]["per_seed_miou"] == pytest.approx([0.9, 0.7])
     assert summary["shared_vs_retrained"][0]["enas"][1] == pytest.approx([1.0, 0.2])
+    assert goal["matched_control"] == "param_matched"  # an older summary: the one control
 
     from segnas.commands.evaluate import write_outputs
 
@@ -131,6 +134,46 @@ def test_summary_means_sds_tau_and_goal(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 0 for p in written)
     assert (tmp_path / "out" / "methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "enas_miou" in (tmp_path / "out" / "table.txt").read_text()
+
+
+def test_the_goal_holds_the_best_reward_to_a_control_of_its_own_size() -> None:
+    """A reward that picks large networks is compared with a network of that size, not with
+    the control matched to another reward's (smaller) picks."""
+    truth = {
+        (1,): trained((1,), 0.4), (5,): trained((5,), 0.5), (8,): trained((8,), 0.9),
+        (3,): trained((3,), 0.45), (9,): trained((9,), 0.85), (2,): trained((2,), 0.95),
+    }  # fmt: skip
+    by_method = {
+        "enas_miou": (5,), "enas_miou_plus": (8,), "random_ws": (1,), "largest": (2,),
+        "param_matched": (3,), "param_matched_miou": (3,), "param_matched_miou_plus": (9,),
+    }  # fmt: skip
+    picks = {seed: by_method for seed in range(2)}
+    summary = summarise(picks=picks, trained=truth, shared={}, uniform=[], metric="miou")
+    goal = summary["goal"]
+    assert goal["best_enas"] == "enas_miou_plus"
+    assert goal["matched_control"] == "param_matched_miou_plus"
+    assert goal["margins"] == pytest.approx({"random_ws": 0.5, "param_matched_miou_plus": 0.05})
+    assert goal["beats_controls"]  # both sds are 0 here; 0.05 > 0
+    assert "param_matched_miou_plus" in summary["methods"]
+
+
+def test_seed_agreement_is_the_ground_truths_own_tau_and_spread() -> None:
+    archs = [(0,), (1,), (2,), (3,)]
+    seed0 = [0.1, 0.2, 0.3, 0.4]
+    seed1 = [0.2, 0.1, 0.4, 0.3]  # two swapped pairs: tau = (4 - 2) / 6
+    rows = [
+        {"arch": list(a), "train_seed": s, "miou": v}
+        for s, values in enumerate((seed0, seed1))
+        for a, v in zip(archs, values, strict=True)
+    ] + [{"arch": [9], "train_seed": 0, "miou": 0.9}]  # not in the sample: left out
+    agreement = seed_agreement(rows, archs, "miou")
+    assert agreement["tau_per_pair"] == {"0-1": pytest.approx(1 / 3)}
+    assert agreement["tau"] == pytest.approx(1 / 3)
+    assert agreement["architectures"] == 4
+    assert agreement["within_sd"] == pytest.approx(0.1 / math.sqrt(2))
+    assert agreement["between_sd"] == pytest.approx(statistics.stdev([0.15, 0.15, 0.35, 0.35]))
+    single = seed_agreement(rows[:4], archs, "miou")
+    assert single["tau"] is None and single["within_sd"] is None
 
 
 class StopHereError(Exception):
@@ -185,7 +228,10 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
     assert evaluations.get(first.id).status == "succeeded"
 
     methods = summary["methods"]
-    assert set(methods) == {"enas_miou", "random_ws", "largest", "param_matched"}
+    assert set(methods) == {
+        "enas_miou", "random_ws", "largest", "param_matched", "param_matched_miou"
+    }  # fmt: skip
+    assert methods["param_matched"]["archs"] == methods["param_matched_miou"]["archs"]
     for entry in methods.values():
         assert len(entry["archs"]) == 2 and entry["retrained"] == 2
         assert 0.0 <= entry["test_miou_mean"] <= 1.0
@@ -197,6 +243,8 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
     assert len(evaluations.scores(first.id)) == 2 * 2 * 3  # seeds x supernets x uniform
     assert set(summary["kendall_tau"]) == {"enas", "uniform"}
     assert summary["seeds"] == 2
+    assert set(summary["ground_truth"]["tau_per_pair"]) == {"0-1"}
+    assert summary["ground_truth"]["architectures"] == 3
     assert summary["paper"]["accuracy_order"]["measured"] == ["enas_miou"]
     assert summary["paper"]["large_kernels"]["share"]["largest"] == 1.0
     store.close()

@@ -8,13 +8,15 @@ every seed of the evaluation:
   ``controller.sampler: uniform`` (the same shared-weight budget trained on uniformly drawn
   architectures, then the best of ``derive.samples`` uniform draws on the validation split);
 - ``largest``: the architecture with the most parameters in the space (the same every seed);
-- ``param_matched``: a uniformly drawn architecture within ``match_tolerance`` of the
-  parameters of the ENAS pick of the spec's reward.
+- ``param_matched_<reward>``: a uniformly drawn architecture within ``match_tolerance`` of the
+  parameters of that reward's ENAS pick (``param_matched``: the spec's reward's).
 
 Ground truth: ``uniform`` architectures drawn once, and every pick, retrained from scratch with
 one budget (``workers.retrain``: a Ray Tune trial each) under ``train_seeds`` training seeds,
 tested on the test split. The uniform architectures are also scored under the shared weights
-of each seed's ENAS supernet (the spec's reward) and uniform supernet, for Kendall's tau.
+of each seed's supernets (every reward's and the uniform one), for Kendall's tau; the
+training seeds' agreement with each other over them (``ground_truth``) is the ceiling that
+tau can be read against.
 
 Everything lives in the database (``storage.evaluations``; the searches are ordinary searches,
 with their pages). The evaluation's id is a digest of the spec and the settings: running the
@@ -35,7 +37,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reports.evaluation import ENAS_METHODS, paper_observations, retrained_means, summarise
+from reports.evaluation import (
+    ENAS_METHODS,
+    MATCHED_METHODS,
+    paper_observations,
+    retrained_means,
+    seed_agreement,
+    summarise,
+)
 from segnas.spec import RewardName, SearchSpec, apply_overrides
 from storage.evaluations import EvaluationRecord, EvaluationStore, ScoreRecord, TrainingRecord
 from storage.searches import SearchStore
@@ -196,12 +205,17 @@ class Evaluation:
         uniform = random_archs(self.base.space, self.settings.uniform, seed=self.settings.arch_seed)
         # The picks first: an evaluation interrupted in its retraining has its methods' figures.
         self._train([a for by in picks.values() for a in by.values()], uniform)
-        trained = retrained_means([r.model_dump() for r in self.evaluations.trainings(self.id)])
+        rows = [r.model_dump() for r in self.evaluations.trainings(self.id)]
         shared = self._shared_scores(searches, uniform)
         self._progress("summary", 1, 1)
         summary = summarise(
-            picks=picks, trained=trained, shared=shared, uniform=uniform, metric=self.metric
+            picks=picks,
+            trained=retrained_means(rows),
+            shared=shared,
+            uniform=uniform,
+            metric=self.metric,
         )
+        summary["ground_truth"] = seed_agreement(rows, uniform, self.metric)
         summary["paper"] = paper_observations(summary["methods"], self.base.space.cells)
         summary["evaluation_id"] = self.id
         summary["searches"] = {
@@ -273,12 +287,15 @@ class Evaluation:
             picks.setdefault(seed, {})[method] = list(result.arch)
         for seed, by in picks.items():
             by["largest"] = largest
-            by["param_matched"] = param_matched(
-                space,
-                by[self.match_method],
-                tolerance=self.settings.match_tolerance,
-                seed=self.settings.arch_seed * 1_000 + seed,
-            )
+            for method in ENAS_METHODS.values():
+                if method in by:  # every reward's pick gets a control of its own size
+                    by[MATCHED_METHODS[method]] = param_matched(
+                        space,
+                        by[method],
+                        tolerance=self.settings.match_tolerance,
+                        seed=self.settings.arch_seed * 1_000 + seed,
+                    )
+            by["param_matched"] = by[MATCHED_METHODS[self.match_method]]
         return picks
 
     def _space(self) -> SearchSpace:
@@ -356,7 +373,9 @@ class Evaluation:
     ) -> dict[int, dict[str, dict[tuple[int, ...], float]]]:
         from workers.shared_scores import score_checkpoint
 
+        # "enas" is the spec's reward's supernet; every other reward's is scored too.
         supernets = {"enas": self.match_method, "uniform": "random_ws"}
+        supernets |= {m: m for m in self.methods if m not in supernets.values()}
         known = self.evaluations.scores(self.id)
         done = {(r.search_id, tuple(r.arch)) for r in known}
         jobs = [

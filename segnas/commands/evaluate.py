@@ -160,7 +160,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for line in format_observations(summary["paper"]) if "paper" in summary else []:
         print(line)
     tau, sd, se = summary["kendall_tau"], summary["kendall_tau_sd"], summary["kendall_tau_se"]
-    for name in ("enas", "uniform"):
+    for name in tau:
         if tau[name] is None:
             print(f"kendall tau ({name} supernet): undefined")
             continue
@@ -168,6 +168,14 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(
             f"kendall tau ({name} supernet, shared score vs retrained {summary['metric']}): "
             f"{tau[name]:.3f}{spread} (SE of one seed's tau {se[name]:.3f})"
+        )
+    truth = summary.get("ground_truth")
+    if truth and truth["tau"] is not None:
+        print(
+            f"ground truth: kendall tau between training seeds {truth['tau']:.3f} over "
+            f"{truth['architectures']} uniform architectures (the ceiling for the above); "
+            f"sd across seeds {truth['within_sd']:.4f}, between architectures "
+            f"{truth['between_sd']:.4f}"
         )
     goal = summary["goal"]
     if "margins" in goal:
