@@ -24,6 +24,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from jobqueue import JobQueue, QueueUnavailableError, redis_client
 from segnas import __version__
+from service.auth import router as auth_router
 from service.blocking import blocking, make_pool
 from service.evaluations import router as evaluations_router
 from service.guards import RequestGuard
@@ -65,6 +66,7 @@ def create_app(
         )
         app.state.leases = SearchLeases(app.state.store)
         app.state.settings = settings
+        app.state.local_admin = None  # the account of `auth: off`, read on first use
         # What start-up built (FastAPI, pydantic, SQLAlchemy) lives as long as the process:
         # out of the collector's way, full collections under load pause for a few ms, not 70.
         gc.collect()
@@ -88,6 +90,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    app.include_router(auth_router)
     app.include_router(searches_router)
     app.include_router(evaluations_router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
+from service.auth import UNAUTHORIZED, CurrentUser, UserOrPage
 from service.blocking import blocking
 from service.pages import WEB_DIR, wants_html
 from service.schemas import (
@@ -25,7 +26,9 @@ from storage.evaluations import EvaluationRecord, EvaluationStore
 from storage.searches import FINISHED_STATUSES, SearchNotFoundError, SearchStore
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=VALIDATION_ERROR)
+router = APIRouter(
+    prefix="/evaluations", tags=["evaluations"], responses={**VALIDATION_ERROR, **UNAUTHORIZED}
+)
 NOT_FOUND = {404: {"model": Problem, "description": "no evaluation has this id"}}
 
 
@@ -77,9 +80,12 @@ def _out(store: SearchStore, record: EvaluationRecord) -> EvaluationOut:
 
 @router.get("", response_model=EvaluationList)
 async def list_evaluations(
-    request: Request, limit: Annotated[int, Query(ge=1, le=50)] = 10
+    request: Request, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=50)] = 10
 ) -> EvaluationList:
-    """The newest evaluations, newest first."""
+    """The newest evaluations, newest first. They are the command line's (``segnas
+    evaluate``), whose searches the local admin owns: admins see them, other users none."""
+    if not user.is_admin:
+        return EvaluationList(items=[])
     store: SearchStore = request.app.state.store
 
     def read() -> list[EvaluationOut]:
@@ -90,7 +96,7 @@ async def list_evaluations(
 
 @router.get("/{evaluation_id}", response_model=EvaluationOut, responses=NOT_FOUND)
 async def get_evaluation(
-    evaluation_id: str, request: Request, response: Response
+    evaluation_id: str, request: Request, response: Response, user: UserOrPage
 ) -> Response | EvaluationOut:
     """One evaluation. A browser (``Accept: text/html``) gets its web page instead."""
     response.headers["Vary"] = "Accept"
@@ -99,6 +105,8 @@ async def get_evaluation(
         return FileResponse(
             WEB_DIR / "evaluation.html", media_type="text/html", headers={"Vary": "Accept"}
         )
+    if user is None or not user.is_admin:  # None: a page, handled above
+        raise HTTPException(404, "no evaluation has this id")
     store: SearchStore = request.app.state.store
 
     def read() -> EvaluationOut | None:

@@ -13,7 +13,9 @@ from fastapi.responses import FileResponse
 from starlette.datastructures import State
 
 from jobqueue import QueueUnavailableError
+from segnas.budget import over_budget
 from segnas.spec import SearchSpec
+from service.auth import UNAUTHORIZED, CurrentUser, UserOrPage, check_owner, owned_search
 from service.blocking import blocking
 from service.cursors import (
     CursorError,
@@ -38,7 +40,7 @@ from service.schemas import (
     Status,
 )
 from storage.leases import CancelOutcome
-from storage.retrains import RetrainStore
+from storage.retrains import RetrainStore, StoredRetrainRecord
 from storage.searches import (
     FINISHED_STATUSES,
     ResultRecord,
@@ -49,7 +51,9 @@ from storage.searches import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/searches", tags=["searches"], responses=VALIDATION_ERROR)
+router = APIRouter(
+    prefix="/searches", tags=["searches"], responses={**VALIDATION_ERROR, **UNAUTHORIZED}
+)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -60,7 +64,7 @@ IdempotencyKey = Annotated[
         description="retries with the same key return the same search",
     ),
 ]
-NOT_FOUND = {404: {"model": Problem, "description": "no search has this id"}}
+NOT_FOUND = {404: {"model": Problem, "description": "no search of yours has this id"}}
 
 
 # What a search's ETag stands for besides its row's revision: the shape of the representation,
@@ -93,9 +97,9 @@ def _search_json(record: SearchRecord) -> tuple[bytes, str]:
     },
 )
 async def submit_search(
-    spec: SearchSpec, request: Request, idempotency_key: IdempotencyKey = None
+    spec: SearchSpec, request: Request, user: CurrentUser, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    """Queue a search for ``spec`` (the schema of ``configs/*.yaml``)."""
+    """Queue a search for ``spec`` (the schema of ``configs/*.yaml``), owned by the caller."""
     state = request.app.state
     root = getattr(spec.dataset, "root", None)
     if root is not None and not state.settings.allows_root(Path(root)):
@@ -105,7 +109,9 @@ async def submit_search(
             f"dataset.root {str(root)!r} is outside the data folders this server allows "
             "(its operator sets them: SEGNAS_DATA_ROOTS)",
         )
-    record, created = await blocking(request, _submit, state, spec, idempotency_key)
+    if (refused := over_budget(spec, state.settings.budget)) is not None:
+        raise HTTPException(422, refused)
+    record, created = await blocking(request, _submit, state, spec, user.user_id, idempotency_key)
     body, etag = _search_json(record)
     headers = {"Location": f"/searches/{record.id}", "ETag": etag}
     if not created:
@@ -114,10 +120,13 @@ async def submit_search(
 
 
 def _submit(
-    state: State, spec: SearchSpec, idempotency_key: str | None
+    state: State, spec: SearchSpec, owner_id: int, idempotency_key: str | None
 ) -> tuple[SearchRecord, bool]:
     record, created = state.store.submit(
-        spec.model_dump(mode="json"), name=spec.name, idempotency_key=idempotency_key
+        spec.model_dump(mode="json"),
+        name=spec.name,
+        idempotency_key=idempotency_key,
+        owner_id=owner_id,
     )
     if created:
         try:
@@ -131,6 +140,7 @@ def _submit(
 @router.get("", response_model=SearchPage)
 async def list_searches(
     request: Request,
+    user: CurrentUser,
     status: Status | None = None,
     after: Annotated[
         str | None,
@@ -143,13 +153,20 @@ async def list_searches(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> SearchPage:
-    """Searches, newest first, a page at a time."""
+    """The caller's searches (an admin's: everyone's), newest first, a page at a time."""
     try:
         before = None if after is None else decode_search_cursor(after)
     except CursorError as e:
         raise HTTPException(422, str(e)) from None
     store = request.app.state.store
-    rows = await blocking(request, store.page, status=status, before=before, limit=limit + 1)
+    rows = await blocking(
+        request,
+        store.page,
+        status=status,
+        before=before,
+        limit=limit + 1,
+        owner_id=None if user.is_admin else user.user_id,
+    )
     items = [SearchOut.of(r) for r in rows[:limit]]
     more = len(rows) > limit
     return SearchPage(
@@ -166,17 +183,23 @@ async def list_searches(
 async def get_search(
     search_id: str,
     request: Request,
+    user: UserOrPage,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """One search. A browser (``Accept: text/html``) gets its web page instead."""
+    """One search. A browser (``Accept: text/html``) gets its web page instead (without a
+    token, on a server that asks for one, the page whatever the id: it signs in first)."""
     store, html = request.app.state.store, wants_html(request)
+    if user is None:
+        return FileResponse(WEB_DIR / "search.html", media_type="text/html")
     if if_none_match is not None and not html:
         # Most polls find the search unchanged: its revision alone says so, without the row.
-        etag = _etag(await blocking(request, store.revision, search_id))
+        revision, owner_id = await blocking(request, store.revision_and_owner, search_id)
+        check_owner(user, owner_id, search_id)
+        etag = _etag(revision)
         if etag in _etags(if_none_match):
             return Response(status_code=304, headers={"ETag": etag})
     try:
-        record = await blocking(request, store.get, search_id)
+        record = await blocking(request, owned_search, store, user, search_id)
     except SearchNotFoundError:
         if not html:
             raise
@@ -192,6 +215,7 @@ async def get_search(
 async def list_architectures(
     search_id: str,
     request: Request,
+    user: CurrentUser,
     after: Annotated[
         str | None,
         Query(pattern=r"^[0-9]{1,19}$", description="the `next` of the previous page"),
@@ -207,7 +231,7 @@ async def list_architectures(
         raise HTTPException(422, str(e)) from None
 
     def read() -> list[SampleRecord]:
-        store.get(search_id)  # 404 for an unknown id, not an empty page
+        owned_search(store, user, search_id)  # 404 for an unknown id, not an empty page
         return store.sample_page(
             search_id, after=cursor, limit=limit + 1, newest_first=order == "desc"
         )
@@ -218,12 +242,12 @@ async def list_architectures(
 
 
 @router.get("/{search_id}/rewards", response_model=RewardCurve, responses=NOT_FOUND)
-async def reward_curve(search_id: str, request: Request) -> RewardCurve:
+async def reward_curve(search_id: str, request: Request, user: CurrentUser) -> RewardCurve:
     """Mean reward of each controller step, and the best reward so far."""
     store = request.app.state.store
 
     def read() -> list[RewardPoint]:
-        store.get(search_id)  # 404 for an unknown id, not an empty curve
+        owned_search(store, user, search_id)  # 404 for an unknown id, not an empty curve
         return store.reward_curve(search_id)
 
     points = [RewardPointOut(**p.model_dump()) for p in await blocking(request, read)]
@@ -235,12 +259,12 @@ async def reward_curve(search_id: str, request: Request) -> RewardCurve:
     response_model=ResultOut,
     responses={**NOT_FOUND, 409: {"model": Problem, "description": "not finished"}},
 )
-async def get_result(search_id: str, request: Request) -> ResultOut:
+async def get_result(search_id: str, request: Request, user: CurrentUser) -> ResultOut:
     """The best derived architecture with its validation metrics and parameter count."""
     store = request.app.state.store
 
     def read() -> tuple[SearchRecord, ResultRecord | None]:
-        record = store.get(search_id)
+        record = owned_search(store, user, search_id)
         return record, store.result(search_id) if record.status == "succeeded" else None
 
     record, result = await blocking(request, read)
@@ -252,10 +276,16 @@ async def get_result(search_id: str, request: Request) -> ResultOut:
 
 
 @router.get("/{search_id}/retrains", response_model=RetrainList, responses=NOT_FOUND)
-async def list_retrains(search_id: str, request: Request) -> RetrainList:
+async def list_retrains(search_id: str, request: Request, user: CurrentUser) -> RetrainList:
     """Its architectures retrained from scratch, with test metrics: the ENAS ones by rank
     (0 is the search's result), then the random baselines. Empty until ``segnas retrain``."""
-    rows = await blocking(request, RetrainStore(request.app.state.store).list, search_id)
+    store = request.app.state.store
+
+    def read() -> list[StoredRetrainRecord]:
+        owned_search(store, user, search_id)
+        return RetrainStore(store).list(search_id)
+
+    rows = await blocking(request, read)
     return RetrainList(items=[RetrainOut.model_validate(r, from_attributes=True) for r in rows])
 
 
@@ -269,11 +299,12 @@ async def list_retrains(search_id: str, request: Request) -> RetrainList:
         409: {"model": Problem, "description": "already finished"},
     },
 )
-async def cancel_search(search_id: str, request: Request) -> SearchOut:
+async def cancel_search(search_id: str, request: Request, user: CurrentUser) -> SearchOut:
     """Cancel: a queued search at once; a running one at its driver's next step boundary."""
     state = request.app.state
 
     def cancel() -> tuple[CancelOutcome, SearchRecord]:
+        owned_search(state.store, user, search_id)
         return state.leases.request_cancel(search_id), state.store.get(search_id)
 
     outcome, record = await blocking(request, cancel)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from segnas.budget import Budget
 from storage.engine import DATABASE_URL_ENV, data_dir
 
 REDIS_URL_ENV = "REDIS_URL"
@@ -14,6 +16,8 @@ DATA_ROOTS_ENV = "SEGNAS_DATA_ROOTS"
 QUEUE_PREFIX_ENV = "SEGNAS_QUEUE_PREFIX"
 DB_POOL_SIZE_ENV = "SEGNAS_DB_POOL_SIZE"
 ALLOWED_HOSTS_ENV = "SEGNAS_ALLOWED_HOSTS"
+EXPECT_DISPATCHERS_ENV = "SEGNAS_EXPECT_DISPATCHERS"
+AUTH_ENV = "SEGNAS_AUTH"
 LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
 
@@ -33,6 +37,12 @@ class Settings(BaseModel):
             thread never waits for a connection, and none is opened and closed under load.
         allowed_hosts: host names a request's ``Host`` may name (``SEGNAS_ALLOWED_HOSTS``,
             comma-separated; ``*`` for any; default loopback only): ``service.guards``.
+        expect_dispatchers: searches are to be run by dispatchers on this queue
+            (``SEGNAS_EXPECT_DISPATCHERS=1``; ``segnas serve`` with dispatchers sets it):
+            ``/healthz`` is degraded while none of them has a live heartbeat.
+        budget: what one search may cost (``SEGNAS_MAX_*``): ``segnas.budget``.
+        auth: ``required`` (bearer tokens; ``SEGNAS_AUTH``) or ``off`` (every request is the
+            local admin: for a server on loopback only): ``service.auth``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -45,6 +55,9 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     db_pool_size: int = Field(10, ge=1, le=200)
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    expect_dispatchers: bool = False
+    budget: Budget = Budget()
+    auth: Literal["required", "off"] = "required"
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -56,12 +69,17 @@ class Settings(BaseModel):
             "data_dir": folder,
             "data_roots": tuple(Path(p) for p in roots.split(os.pathsep) if p) or (folder,),
             "queue_prefix": os.environ.get(QUEUE_PREFIX_ENV) or "segnas",
+            "budget": Budget.from_env(),  # a bad SEGNAS_MAX_* fails start-up, naming it
         }
         if os.environ.get(DB_POOL_SIZE_ENV):
             values["db_pool_size"] = os.environ[DB_POOL_SIZE_ENV]
         hosts = [h.strip() for h in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if h.strip()]
         if hosts:
             values["allowed_hosts"] = tuple(hosts)
+        if os.environ.get(EXPECT_DISPATCHERS_ENV):
+            values["expect_dispatchers"] = os.environ[EXPECT_DISPATCHERS_ENV]
+        if os.environ.get(AUTH_ENV):
+            values["auth"] = os.environ[AUTH_ENV]
         values.update(overrides)
         return cls.model_validate(values)
 

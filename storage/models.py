@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -59,13 +60,48 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[int]: JSON}
 
 
+LOCAL_ADMIN = "admin"
+"""The admin account the accounts migration creates: it owns the searches made before it and
+those made without a signed-in user (the command line, a server with ``--auth off``)."""
+
+
+class User(Base):
+    """An account of the service. Admins see and act on every search."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token of a user. Only its SHA-256 is kept: the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Search(Base):
     """One search: its spec, where it stands, and its best architecture so far."""
 
     __tablename__ = "searches"
-    __table_args__ = (Index("ix_searches_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_searches_created_at_id", "created_at", "id"),
+        Index("ix_searches_owner_created_at_id", "owner_id", "created_at", "id"),
+        # A retried POST /searches with the same key finds its search: keys are the owner's.
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_searches_owner_idempotency"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str | None] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -78,8 +114,7 @@ class Search(Base):
     progress: Mapped[dict[str, Any] | None]
     best_arch: Mapped[list[int] | None]
     best_reward: Mapped[float | None] = mapped_column(Float)
-    # A retried POST /searches with the same key finds this row instead of adding one.
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # The dispatcher lease: who runs the search and when it last said it still does.
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

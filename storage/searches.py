@@ -27,8 +27,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.engine import make_engine, session_scope
+from storage.fencing import Fence, fence_conditions, hold, lease_lost
 from storage.migrate import require_current
-from storage.models import Checkpoint, Epoch, Result, Sample, Search, utcnow
+from storage.models import LOCAL_ADMIN, Checkpoint, Epoch, Result, Sample, Search, User, utcnow
 from supernet.errors import SegnasError
 
 
@@ -49,7 +50,10 @@ FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 # The polled read, built once: a statement made per call costs a third of the read's CPU
 # (constructing the clause and its cache key), more than the round trip through psycopg.
 _GET_SEARCH = select(Search.__table__).where(Search.__table__.c.id == bindparam("id"))
-_GET_REVISION = select(Search.__table__.c.revision).where(Search.__table__.c.id == bindparam("id"))
+_GET_REVISION = select(Search.__table__.c.revision, Search.__table__.c.owner_id).where(
+    Search.__table__.c.id == bindparam("id")
+)
+_LOCAL_ADMIN_ID = select(User.id).where(User.name == LOCAL_ADMIN)
 
 
 class _Record(BaseModel):
@@ -58,6 +62,7 @@ class _Record(BaseModel):
 
 class SearchRecord(_Record):
     id: str
+    owner_id: int
     name: str | None
     spec: dict[str, Any]
     status: str
@@ -154,6 +159,7 @@ class SearchStore:
         # Reads of one statement need no transaction: in autocommit mode they cost one round
         # trip (no BEGIN, no COMMIT). Same pool as the engine.
         self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._local_admin_id: int | None = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -175,10 +181,25 @@ class SearchStore:
 
     # searches
 
+    def local_admin_id(self) -> int:
+        """The id of the admin account the accounts migration made (``LOCAL_ADMIN``): the
+        owner of searches made without a signed-in user."""
+        if self._local_admin_id is None:
+            found = self._read(lambda c: c.execute(_LOCAL_ADMIN_ID).scalar())
+            if found is None:
+                raise SegnasError(f"the database has no {LOCAL_ADMIN!r} account")
+            self._local_admin_id = int(found)
+        return self._local_admin_id
+
     def create(
-        self, spec: dict[str, Any], *, name: str | None = None, status: str = "queued"
+        self,
+        spec: dict[str, Any],
+        *,
+        name: str | None = None,
+        status: str = "queued",
+        owner_id: int | None = None,
     ) -> SearchRecord:
-        return self.submit(spec, name=name, status=status)[0]
+        return self.submit(spec, name=name, status=status, owner_id=owner_id)[0]
 
     def submit(
         self,
@@ -187,8 +208,13 @@ class SearchStore:
         name: str | None = None,
         status: str = "queued",
         idempotency_key: str | None = None,
+        owner_id: int | None = None,
     ) -> tuple[SearchRecord, bool]:
-        """Insert a search; with ``idempotency_key``, the search that key made already, if any.
+        """Insert a search; with ``idempotency_key``, the search that key made already for
+        the same owner, if any.
+
+        Args:
+            owner_id: the user it belongs to (default: the local admin, ``LOCAL_ADMIN``).
 
         Returns:
             The search, and whether this call created it.
@@ -196,12 +222,14 @@ class SearchStore:
         Raises:
             IdempotencyConflictError: the key made a search from a different spec.
         """
+        owner = owner_id if owner_id is not None else self.local_admin_id()
         if idempotency_key is not None:
-            existing = self._by_idempotency_key(idempotency_key, spec)
+            existing = self._by_idempotency_key(owner, idempotency_key, spec)
             if existing is not None:
                 return existing, False
         row = Search(
             id=uuid.uuid4().hex,
+            owner_id=owner,
             name=name,
             spec=spec,
             status=status,
@@ -214,15 +242,19 @@ class SearchStore:
             # Two retries raced past the lookup and the unique key let one in: answer with it.
             if idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(idempotency_key, spec)
+            existing = self._by_idempotency_key(owner, idempotency_key, spec)
             if existing is None:
                 raise
             return existing, False
         return SearchRecord.model_validate(row), True
 
-    def _by_idempotency_key(self, key: str, spec: dict[str, Any]) -> SearchRecord | None:
+    def _by_idempotency_key(
+        self, owner_id: int, key: str, spec: dict[str, Any]
+    ) -> SearchRecord | None:
         with self._session() as s:
-            row = s.scalars(select(Search).where(Search.idempotency_key == key)).first()
+            row = s.scalars(
+                select(Search).where(Search.owner_id == owner_id, Search.idempotency_key == key)
+            ).first()
             if row is None:
                 return None
             if row.spec != spec:
@@ -241,12 +273,21 @@ class SearchStore:
         return SearchRecord.model_validate(self._row(_GET_SEARCH, search_id), from_attributes=True)
 
     def revision(self, search_id: str) -> int:
-        """How many times the search's row changed; a poll that knows the ETag asks only this.
+        """How many times the search's row changed.
 
         Raises:
             SearchNotFoundError: no search has this id.
         """
-        return self._row(_GET_REVISION, search_id).revision
+        return self.revision_and_owner(search_id)[0]
+
+    def revision_and_owner(self, search_id: str) -> tuple[int, int]:
+        """The revision and the owner: all that a poll which knows the ETag asks for.
+
+        Raises:
+            SearchNotFoundError: no search has this id.
+        """
+        row = self._row(_GET_REVISION, search_id)
+        return row.revision, row.owner_id
 
     def _row(self, query: Select[Any], search_id: str) -> Row[Any]:
         """The row ``query`` (one of the prebuilt reads, bound by ``id``) finds for the search.
@@ -259,17 +300,25 @@ class SearchStore:
             raise SearchNotFoundError(f"no search with id {search_id!r}")
         return row
 
-    def mark_running(self, search_id: str) -> None:
+    # The driver's writes. With ``fence`` (a driver a dispatcher launched), each one checks
+    # first that the lease is still the driver's, in the same transaction (storage.fencing):
+    # LeaseLostError, and nothing written, once another dispatcher has taken the search over.
+
+    def mark_running(self, search_id: str, *, fence: Fence | None = None) -> None:
         """The driver starts (or resumes) the search. A cancel asked for in the meantime
         (``cancelling``) stays: the driver's first step boundary then stops it."""
         with self._session() as s:
+            hold(s, search_id, fence)
             row = _find(s, search_id)
             if row.status != "cancelling":
                 row.status, row.error, row.finished_at = "running", None, None
             row.started_at = row.started_at or utcnow()
 
-    def mark_finished(self, search_id: str, status: str, *, error: str | None = None) -> None:
+    def mark_finished(
+        self, search_id: str, status: str, *, error: str | None = None, fence: Fence | None = None
+    ) -> None:
         with self._session() as s:
+            hold(s, search_id, fence)
             row = _find(s, search_id)
             row.status, row.error, row.finished_at = status, error, utcnow()
 
@@ -280,13 +329,17 @@ class SearchStore:
         *,
         best_arch: list[int] | None = None,
         best_reward: float | None = None,
+        fence: Fence | None = None,
     ) -> None:
         values: dict[str, Any] = {"progress": progress, "updated_at": utcnow()}
         if best_arch is not None:
             values.update(best_arch=best_arch, best_reward=best_reward)
+        where = (Search.id == search_id,) if fence is None else fence_conditions(search_id, fence)
         with self._session() as s:
-            result = s.execute(update(Search).where(Search.id == search_id).values(**values))
+            result = s.execute(update(Search).where(*where).values(**values))
             if result.rowcount == 0:
+                if fence is not None and s.get(Search, search_id) is not None:
+                    raise lease_lost(search_id, fence)
                 raise SearchNotFoundError(f"no search with id {search_id!r}")
 
     def page(
@@ -295,10 +348,14 @@ class SearchStore:
         status: str | None = None,
         before: tuple[datetime, str] | None = None,
         limit: int = 20,
+        owner_id: int | None = None,
     ) -> list[SearchRecord]:
         """Searches newest first; ``before`` is the ``(created_at, id)`` of the last one of the
-        previous page (the keyset cursor, served by ``ix_searches_created_at_id``)."""
+        previous page (the keyset cursor, served by ``ix_searches_created_at_id``, or with
+        ``owner_id`` by ``ix_searches_owner_created_at_id``); ``owner_id``: that user's only."""
         query = select(Search.__table__)
+        if owner_id is not None:
+            query = query.where(Search.owner_id == owner_id)
         if status is not None:
             query = query.where(Search.status == status)
         if before is not None:
@@ -313,13 +370,16 @@ class SearchStore:
 
     # samples, epochs, checkpoints, result
 
-    def add_samples(self, search_id: str, samples: list[SampleRecord]) -> None:
+    def add_samples(
+        self, search_id: str, samples: list[SampleRecord], *, fence: Fence | None = None
+    ) -> None:
         """Insert a batch in one statement and one transaction."""
         if not samples:
             return
         now = utcnow()
         rows = [{**r.model_dump(), "search_id": search_id, "created_at": now} for r in samples]
         with self._session() as s:
+            hold(s, search_id, fence)
             s.execute(insert(Sample), rows)
 
     def samples(self, search_id: str, *, phase: str | None = None) -> list[SampleRecord]:
@@ -371,8 +431,9 @@ class SearchStore:
             query = select(func.count()).select_from(Sample).where(Sample.search_id == search_id)
             return int(s.execute(query).scalar_one())
 
-    def add_epoch(self, search_id: str, record: EpochRecord) -> None:
+    def add_epoch(self, search_id: str, record: EpochRecord, *, fence: Fence | None = None) -> None:
         with self._session() as s:
+            hold(s, search_id, fence)
             s.add(Epoch(search_id=search_id, **record.model_dump()))
 
     def epochs(self, search_id: str) -> list[EpochRecord]:
@@ -380,8 +441,11 @@ class SearchStore:
         with self._session() as s:
             return [EpochRecord.model_validate(r) for r in s.scalars(query)]
 
-    def add_checkpoint(self, search_id: str, record: CheckpointRecord) -> None:
+    def add_checkpoint(
+        self, search_id: str, record: CheckpointRecord, *, fence: Fence | None = None
+    ) -> None:
         with self._session() as s:
+            hold(s, search_id, fence)
             s.add(Checkpoint(search_id=search_id, **record.model_dump()))
 
     def last_checkpoint(self, search_id: str) -> CheckpointRecord | None:
@@ -403,10 +467,11 @@ class SearchStore:
         with self._session() as s:
             return [CheckpointRecord.model_validate(r) for r in s.scalars(query)]
 
-    def rewind(self, search_id: str, epoch: int) -> None:
+    def rewind(self, search_id: str, epoch: int, *, fence: Fence | None = None) -> None:
         """Forget everything recorded after epoch ``epoch`` finished (-1: after the start), so
         that a resumed search writes those rows again exactly once."""
         with self._session() as s:
+            hold(s, search_id, fence)
             s.execute(
                 delete(Sample).where(
                     Sample.search_id == search_id,
@@ -428,8 +493,11 @@ class SearchStore:
                 .values(progress=None, best_arch=None, best_reward=None, updated_at=utcnow())
             )
 
-    def set_result(self, search_id: str, result: ResultRecord) -> None:
+    def set_result(
+        self, search_id: str, result: ResultRecord, *, fence: Fence | None = None
+    ) -> None:
         with self._session() as s:
+            hold(s, search_id, fence)
             s.merge(Result(search_id=search_id, **result.model_dump()))
 
     def result(self, search_id: str) -> ResultRecord | None:

@@ -165,6 +165,7 @@ def job_queue(redis_url: str, queue_prefix: str) -> Iterator[Any]:
 
 
 CLIENT_HEADERS = {"X-Requested-With": "segnas-tests"}
+LOCAL_ADMIN = "admin"  # storage.models.LOCAL_ADMIN
 
 
 @pytest.fixture
@@ -176,13 +177,17 @@ def api(store: SearchStore, job_queue: Any, tmp_path: Path) -> Iterator[Any]:
     from service.app import create_app
     from service.settings import Settings
 
+    from storage.accounts import AccountStore
+
     settings = Settings(
         data_dir=tmp_path, data_roots=(tmp_path / "data",), allowed_hosts=("testserver",)
     )
-    # X-Requested-With, as the page sends it: tests of the cross-site guard go without it.
-    with TestClient(
-        create_app(settings, store=store, queue=job_queue), headers=CLIENT_HEADERS
-    ) as client:
+    # Signed in as the local admin, who owns what tests write to the store directly (tests of
+    # accounts make users of their own). X-Requested-With, as the page sends it: tests of the
+    # cross-site guard go without it.
+    token = AccountStore(store).create_token(LOCAL_ADMIN).token
+    headers = {**CLIENT_HEADERS, "Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings, store=store, queue=job_queue), headers=headers) as client:
         yield client
 
 

@@ -673,7 +673,7 @@ def test_without_redis_healthz_is_503_and_a_submitted_search_is_kept(
     dead_queue = JobQueue(redis_client("redis://127.0.0.1:1/0", socket_connect_timeout=0.5))
     try:
         app = create_app(settings, store=store_of(api), queue=dead_queue)
-        with TestClient(app, headers=CLIENT_HEADERS) as client:
+        with TestClient(app, headers=dict(api.headers)) as client:
             health = client.get("/healthz")
             assert health.status_code == 503
             assert health.json()["status"] == "unavailable"
@@ -697,7 +697,7 @@ def test_without_the_database_every_route_is_503(
     down = SearchStore("postgresql://postgres@127.0.0.1:1/segnas", check_schema=False)
     try:
         app = create_app(settings, store=down, queue=job_queue)
-        with TestClient(app, headers=CLIENT_HEADERS) as client:
+        with TestClient(app, headers=dict(api.headers)) as client:
             for method, path, body in [
                 ("GET", f"/searches/{UNKNOWN_ID}", None),
                 ("GET", "/searches", None),
@@ -957,7 +957,7 @@ def test_an_unexpected_error_is_a_500_in_one_line_without_a_traceback(
         raise RuntimeError("a bug at /srv/segnas/secret.py")
 
     monkeypatch.setattr(store_of(api), "page", broken)
-    with TestClient(api.app, raise_server_exceptions=False, headers=CLIENT_HEADERS) as client:
+    with TestClient(api.app, raise_server_exceptions=False, headers=dict(api.headers)) as client:
         response = client.get("/searches")
     assert_problem(response, 500, "internal error")
     assert "secret" not in response.text and "Traceback" not in response.text

@@ -31,6 +31,7 @@ def contract_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
     from jobqueue import EmbeddedRedis, JobQueue, redis_client
+    from storage.accounts import AccountStore
     from storage.migrate import upgrade
     from storage.searches import SearchStore
 
@@ -45,7 +46,9 @@ def contract_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             data_dir=folder, data_roots=(folder / "data",), allowed_hosts=("testserver",)
         )
         app = create_app(settings_, store=store, queue=queue)
-        headers = {"X-Requested-With": "segnas-tests"}  # as the page sends it
+        token = AccountStore(store).create_token("admin").token
+        # As the page sends them: generated cases that set their own Authorization get 401.
+        headers = {"X-Requested-With": "segnas-tests", "Authorization": f"Bearer {token}"}
         with TestClient(app, raise_server_exceptions=False, headers=headers) as client:
             yield client
         queue.client.close()

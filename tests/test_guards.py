@@ -21,8 +21,9 @@ UNKNOWN = "0" * 32
 
 @pytest.fixture
 def browser_like(store: Any, job_queue: Any, tmp_path: Path) -> Iterator[TestClient]:
-    """The app on its defaults (loopback hosts only), reached as http://127.0.0.1:8000."""
-    settings = Settings(data_dir=tmp_path, data_roots=(tmp_path / "data",))
+    """The app on its defaults (loopback hosts only), reached as http://127.0.0.1:8000, with
+    authentication off as ``segnas serve`` runs it there: what guards it is the guard."""
+    settings = Settings(data_dir=tmp_path, data_roots=(tmp_path / "data",), auth="off")
     with TestClient(create_app(settings, store=store, queue=job_queue), base_url=BASE) as c:
         yield c
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, delete, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 
+from storage.accounts import AccountStore
 from storage.engine import make_engine, normalise_url
 from storage.migrate import current_revision, downgrade, head_revision, require_current, upgrade
-from storage.models import Base, Checkpoint, Epoch, Result, Sample, Search
+from storage.models import LOCAL_ADMIN, Base, Checkpoint, Epoch, Result, Sample, Search
 from storage.searches import (
     CheckpointRecord,
     EpochRecord,
@@ -33,7 +36,10 @@ TABLES = {
     "evaluations",
     "evaluation_trainings",
     "evaluation_scores",
+    "users",
+    "api_tokens",
 }
+ACCOUNT_TABLES = {"users", "api_tokens"}
 SPEC = {"space": {"layers": 12}, "epochs": 3}
 
 
@@ -120,7 +126,7 @@ def test_retrains_come_and_go_with_their_migration(db_url: str, engine: Engine) 
     upgrade(db_url)
     assert "retrains" in tables(engine)
     downgrade(db_url, "0002")
-    assert tables(engine) == TABLES - {"retrains", *EVALUATION_TABLES}
+    assert tables(engine) == TABLES - {"retrains", *EVALUATION_TABLES, *ACCOUNT_TABLES}
     assert current_revision(engine) == "0002"
 
 
@@ -133,8 +139,46 @@ def test_evaluations_come_and_go_with_their_migration(db_url: str, engine: Engin
     upgrade(db_url)
     assert tables(engine) >= EVALUATION_TABLES
     downgrade(db_url, "0004")
-    assert tables(engine) == TABLES - EVALUATION_TABLES
+    assert tables(engine) == TABLES - EVALUATION_TABLES - ACCOUNT_TABLES
     assert current_revision(engine) == "0004"
+
+
+def test_the_accounts_migration_gives_older_searches_to_the_admin_it_makes(
+    db_url: str, engine: Engine
+) -> None:
+    upgrade(db_url, "0005")
+    searches = sa.table(
+        "searches", sa.column("id"), sa.column("spec", sa.JSON()), sa.column("status"),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+        sa.column("updated_at", sa.DateTime(timezone=True)), sa.column("idempotency_key"),
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        for k in range(2):
+            connection.execute(
+                searches.insert().values(
+                    id=f"{k:032d}",
+                    spec=SPEC,
+                    status="queued",
+                    created_at=now,
+                    updated_at=now,
+                    idempotency_key=f"key-{k}",
+                )  # fmt: skip
+            )
+    upgrade(db_url)
+    store = SearchStore(engine=engine)
+    admin = AccountStore(store).user(LOCAL_ADMIN)
+    assert admin.is_admin
+    assert {store.get(f"{k:032d}").owner_id for k in range(2)} == {admin.id}
+    # Keys are the owner's now: another user may reuse one, the admin gets its own search.
+    other = AccountStore(store).add_user("ada")
+    again, created = store.submit(SPEC, idempotency_key="key-0")
+    assert (again.id, created) == ("0" * 32, False)
+    theirs, created = store.submit(SPEC, idempotency_key="key-0", owner_id=other.id)
+    assert created and theirs.owner_id == other.id
+    store.close()
+    downgrade(db_url, "0005")
+    assert tables(engine) == TABLES - ACCOUNT_TABLES
 
 
 def test_require_current_refuses_an_empty_database_and_passes_at_head(

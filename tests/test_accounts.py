@@ -1,0 +1,157 @@
+"""Accounts and tokens (``storage.accounts``, ``service.auth``) on every database: who may call
+the API, and that one user's searches are invisible to another."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from service.app import create_app
+from service.settings import Settings
+from storage.accounts import TOKEN_PREFIX, AccountError, AccountStore
+from storage.models import LOCAL_ADMIN, ApiToken
+from storage.searches import SearchStore
+
+SPEC: dict[str, Any] = {"epochs": 1, "space": {"layers": 2, "channels": 4}}
+HEADERS = {"X-Requested-With": "segnas-tests"}
+
+
+def test_a_token_is_shown_once_and_only_its_hash_is_kept(store: SearchStore) -> None:
+    accounts = AccountStore(store)
+    ada = accounts.add_user("ada")
+    made = accounts.create_token("ada", name="laptop")
+    assert made.token.startswith(TOKEN_PREFIX) and len(made.token) > 40
+    with store._session() as s:
+        stored = s.scalars(select(ApiToken)).all()
+    assert len(stored) == 1 and made.token not in repr(stored[0].__dict__)
+    who = accounts.authenticate(made.token)
+    assert who is not None and (who.user_id, who.name, who.is_admin) == (ada.id, "ada", False)
+    assert accounts.authenticate(made.token + "x") is None
+    assert accounts.authenticate("not-a-token") is None
+    [listed] = accounts.tokens("ada")
+    assert (listed.id, listed.name, listed.revoked_at) == (made.id, "laptop", None)
+
+    revoked = accounts.revoke(made.id)
+    assert revoked.revoked_at is not None
+    assert accounts.authenticate(made.token) is None
+
+
+def test_names_are_checked_and_unique(store: SearchStore) -> None:
+    accounts = AccountStore(store)
+    accounts.add_user("bob")
+    with pytest.raises(AccountError, match="exists already"):
+        accounts.add_user("bob")
+    for bad in ("", "Bob", "a b", "x" * 65, "-x", "é"):
+        with pytest.raises(AccountError, match="not valid"):
+            accounts.add_user(bad)
+    with pytest.raises(AccountError, match="segnas user add"):
+        accounts.create_token("nobody")
+    with pytest.raises(AccountError, match="no token"):
+        accounts.revoke("0" * 32)
+    assert [u.name for u in accounts.users()] == [LOCAL_ADMIN, "bob"]
+
+
+def test_a_token_from_a_secret_file_is_registered_once(store: SearchStore) -> None:
+    accounts = AccountStore(store)
+    token = TOKEN_PREFIX + "s" * 43
+    assert accounts.register_token(LOCAL_ADMIN, token) is True
+    assert accounts.register_token(LOCAL_ADMIN, token) is False
+    who = accounts.authenticate(token)
+    assert who is not None and who.is_admin
+    with pytest.raises(AccountError, match="starts with"):
+        accounts.register_token(LOCAL_ADMIN, "short")
+
+
+@pytest.fixture
+def team(store: SearchStore, job_queue: Any, tmp_path: Path) -> Iterator[dict[str, TestClient]]:
+    """One server that asks for tokens, and a client per user: ada, bob, the admin, and one
+    without a token."""
+    accounts = AccountStore(store)
+    accounts.add_user("ada")
+    accounts.add_user("bob")
+    settings = Settings(data_dir=tmp_path, allowed_hosts=("testserver",), auth="required")
+    app = create_app(settings, store=store, queue=job_queue)
+    clients = {}
+    for user in ("ada", "bob", LOCAL_ADMIN):
+        token = accounts.create_token(user).token
+        clients[user] = TestClient(app, headers={**HEADERS, "Authorization": f"Bearer {token}"})
+    clients["anonymous"] = TestClient(app, headers=HEADERS)
+    with clients["ada"]:  # runs the app's lifespan once; the others share its state
+        yield clients
+
+
+def test_without_a_good_token_every_search_route_is_401(team: dict[str, TestClient]) -> None:
+    anonymous = team["anonymous"]
+    routes = [
+        ("GET", "/searches"), ("POST", "/searches"), ("GET", f"/searches/{'0' * 32}"),
+        ("GET", f"/searches/{'0' * 32}/rewards"), ("POST", f"/searches/{'0' * 32}/cancel"),
+        ("GET", "/evaluations"), ("GET", "/me"),
+    ]  # fmt: skip
+    for method, path in routes:
+        answer = anonymous.request(method, path, json=SPEC if method == "POST" else None)
+        assert answer.status_code == 401, (method, path, answer.text)
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+        assert "token" in answer.json()["detail"]
+    for bad in ("Bearer segnas_nope-nope-nope-nope", "Basic YWRhOnB3", "Bearer"):
+        answer = anonymous.get("/searches", headers={"Authorization": bad})
+        assert answer.status_code == 401
+    assert anonymous.get("/healthz").status_code == 200  # probes need no token
+    assert anonymous.get("/", headers={"Accept": "text/html"}).status_code == 200
+
+
+def test_a_users_searches_are_invisible_to_another(team: dict[str, TestClient]) -> None:
+    ada, bob, admin = team["ada"], team["bob"], team[LOCAL_ADMIN]
+    created = ada.post("/searches", json=SPEC)
+    assert created.status_code == 201
+    search_id = created.json()["id"]
+    etag = ada.get(f"/searches/{search_id}").headers["ETag"]
+
+    for path in ("", "/architectures", "/rewards", "/result", "/retrains"):
+        answer = bob.get(f"/searches/{search_id}{path}")
+        assert answer.status_code == 404, (path, answer.text)
+        assert answer.json()["detail"] == f"no search with id {search_id!r}"
+    # Not even the revision leaks: a poll with the right ETag is a 404 too, not a 304.
+    assert bob.get(f"/searches/{search_id}", headers={"If-None-Match": etag}).status_code == 404
+    assert bob.post(f"/searches/{search_id}/cancel").status_code == 404
+    assert bob.get("/searches").json()["items"] == []
+
+    assert [s["id"] for s in ada.get("/searches").json()["items"]] == [search_id]
+    assert [s["id"] for s in admin.get("/searches").json()["items"]] == [search_id]
+    assert admin.get(f"/searches/{search_id}").status_code == 200
+    assert ada.get("/me").json() == {"name": "ada", "admin": False, "auth": "required"}
+    assert admin.get("/me").json()["admin"] is True
+    # The command line's evaluations are the admin's.
+    assert bob.get("/evaluations").json() == {"items": []}
+    assert bob.get(f"/evaluations/{'0' * 32}").status_code == 404
+
+    assert bob.post(f"/searches/{search_id}/cancel").status_code == 404
+    assert ada.post(f"/searches/{search_id}/cancel").status_code == 202
+
+
+def test_idempotency_keys_are_the_owners(team: dict[str, TestClient]) -> None:
+    ada, bob = team["ada"], team["bob"]
+    key = {"Idempotency-Key": "the-same-key"}
+    first = ada.post("/searches", json=SPEC, headers=key)
+    theirs = bob.post("/searches", json={**SPEC, "epochs": 2}, headers=key)
+    assert (first.status_code, theirs.status_code) == (201, 201)
+    assert first.json()["id"] != theirs.json()["id"]
+    assert ada.post("/searches", json=SPEC, headers=key).json()["id"] == first.json()["id"]
+    conflict = bob.post("/searches", json={**SPEC, "epochs": 3}, headers=key)
+    assert conflict.status_code == 409
+    assert first.json()["id"] not in conflict.text  # names bob's own search only
+    assert theirs.json()["id"] in conflict.text
+
+
+def test_with_authentication_off_every_request_is_the_local_admin(
+    store: SearchStore, job_queue: Any, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, allowed_hosts=("testserver",), auth="off")
+    with TestClient(create_app(settings, store=store, queue=job_queue), headers=HEADERS) as c:
+        assert c.get("/me").json() == {"name": LOCAL_ADMIN, "admin": True, "auth": "off"}
+        search_id = c.post("/searches", json=SPEC).json()["id"]
+    assert store.get(search_id).owner_id == AccountStore(store).user(LOCAL_ADMIN).id
