@@ -25,8 +25,11 @@ VERBS: dict[str, tuple[str, str]] = {
     "reproduce": ("reproduce", "the paper's Table 1: each reward searched, retrained, reported"),
     "report": ("report", "report.md, report.json and figures for finished searches"),
     "db": ("db", "database schema: upgrade, downgrade, current revision"),
+    "user": ("user", "the service's accounts: add a user, list them"),
+    "token": ("token", "API tokens: create (printed once), list, revoke"),
     "serve": ("serve", "the API, the web page and a dispatcher (embedded defaults)"),
     "worker": ("worker", "a dispatcher: takes search jobs from Redis and runs them"),
+    "remote": ("remote", "a shared server: submit, list, follow, cancel, result"),
     "demo": ("demo", "serve, submit the default search through the API, show its progress"),
 }
 

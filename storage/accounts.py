@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from storage.engine import make_engine
+from storage.migrate import ensure_schema
 from storage.models import LOCAL_ADMIN, ApiToken, User, utcnow
 from storage.searches import SearchStore
 from supernet.errors import SegnasError
@@ -206,3 +210,41 @@ class AccountStore:
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             return None
         return Principal(user_id=row.id, name=row.name, is_admin=row.is_admin)
+
+
+def open_accounts(url: str | None = None) -> AccountStore:
+    """The accounts of the database at ``url`` (default: ``DATABASE_URL``, else the embedded
+    SQLite in the data folder, the one ``segnas serve`` uses), its schema created first if the
+    database is empty. The caller closes ``.store``."""
+    engine = make_engine(url)
+    ensure_schema(engine)
+    return AccountStore(SearchStore(engine=engine))
+
+
+ADMIN_TOKEN_FILE_ENV = "SEGNAS_ADMIN_TOKEN_FILE"
+
+
+def bootstrap_admin_token(accounts: AccountStore, path: Path) -> str:
+    """The first admin token of a server that asks for tokens, kept in the file ``path``
+    (``SEGNAS_ADMIN_TOKEN_FILE``; ``segnas serve``'s default: ``admin-token`` in the data
+    folder), never in a log: a token already in the file is registered (a secret mounted by
+    the operator); else, if the admin has no token yet, a new one is written there, readable
+    by this user only. Returns
+    what happened, naming the file and not the token.
+
+    Raises:
+        AccountError: the file holds something that is not a token.
+    """
+    if path.is_file():
+        token = path.read_text().strip()
+        new = accounts.register_token(LOCAL_ADMIN, token, name=f"from {path.name}")
+        return f"the admin token in {path} {'is registered' if new else 'is valid'}"
+    if any(t.revoked_at is None for t in accounts.tokens(LOCAL_ADMIN)):
+        return f"the {LOCAL_ADMIN} account has a token already: none written to {path}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = accounts.create_token(LOCAL_ADMIN, name=f"first admin token ({path.name})").token
+    # Created with mode 0600 from the start: never readable by others, not even for a moment.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(token + "\n")
+    return f"made an admin token: it is in {path} (readable by this user only)"

@@ -176,7 +176,6 @@ def api(store: SearchStore, job_queue: Any, tmp_path: Path) -> Iterator[Any]:
 
     from service.app import create_app
     from service.settings import Settings
-
     from storage.accounts import AccountStore
 
     settings = Settings(

@@ -163,7 +163,7 @@ def test_the_accounts_migration_gives_older_searches_to_the_admin_it_makes(
                     created_at=now,
                     updated_at=now,
                     idempotency_key=f"key-{k}",
-                )  # fmt: skip
+                )
             )
     upgrade(db_url)
     store = SearchStore(engine=engine)

@@ -64,15 +64,31 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``segnas serve`` on a free port with a fresh data folder, shared by the module."""
+    """``segnas serve`` on a free port with a fresh data folder, shared by the module
+    (on loopback: without accounts, as ``make demo`` runs it)."""
+    yield from serve(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``segnas serve --auth required`` with the API only (searches stay queued)."""
+    yield from serve(tmp_path_factory, "--auth", "required", "--dispatchers", "0")
+
+
+def serve_env(data_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "SEGNAS_DATA_DIR": str(data_dir), "RAY_AUTH_MODE": "disabled"}
+    for name in ("DATABASE_URL", "REDIS_URL", "RAY_ADDRESS", "SEGNAS_AUTH"):
+        env.pop(name, None)
+    return env
+
+
+def serve(tmp_path_factory: pytest.TempPathFactory, *options: str) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("segnas-data")
     log_path = data_dir / "serve.log"
     port = free_port()
-    env = {**os.environ, "SEGNAS_DATA_DIR": str(data_dir), "RAY_AUTH_MODE": "disabled"}
-    for name in ("DATABASE_URL", "REDIS_URL", "RAY_ADDRESS"):
-        env.pop(name, None)
+    env = serve_env(data_dir)
     command = [sys.executable, "-m", "segnas.cli", "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port)]
+    command += ["--port", str(port), *options]
     with log_path.open("wb") as log:
         # Its own session: teardown can end whatever the server left behind, and only that.
         process = subprocess.Popen(
@@ -291,3 +307,79 @@ def test_the_api_docs_render_offline_under_the_pages_csp(base_url: str, browser)
     assert count >= 10  # /searches, its sub-resources, /evaluations, /healthz
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []  # nothing refused by the CSP, nothing fetched from elsewhere
+
+
+# Accounts: two users, each signed in in turn, each seeing their own searches only.
+
+
+def make_user(server: Server, name: str) -> str:
+    """``segnas user add`` and ``segnas token create --json`` on the server's database."""
+    env = serve_env(server.log_path.parent)
+    cli = [sys.executable, "-m", "segnas.cli"]
+    subprocess.run([*cli, "user", "add", name], env=env, check=True, capture_output=True)
+    made = subprocess.run(
+        [*cli, "token", "create", "--user", name, "--json"],
+        env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(made.stdout.strip().splitlines()[-1])["token"]
+
+
+def sign_in(driver, token: str) -> None:
+    wait_until("the sign-in form", lambda: _present(driver, "token-input"), 30)
+    by_id(driver, "token-input").send_keys(token)
+    by_id(driver, "signin-submit").click()
+    wait_until("the signed-in user", lambda: _present(driver, "whoami"), 30)
+
+
+def _present(driver, element_id: str) -> bool:
+    from selenium.common.exceptions import NoSuchElementException
+
+    try:
+        return by_id(driver, element_id).is_displayed()
+    except NoSuchElementException:
+        return False
+
+
+def listed_ids(driver) -> set[str]:
+    links = by_id(driver, "searches").find_elements("css selector", "td.mono a")
+    return {link.get_attribute("title") for link in links}
+
+
+def test_two_users_sign_in_and_see_only_their_own_searches(auth_server: Server, browser) -> None:
+    tokens = {name: make_user(auth_server, name) for name in ("ada", "bob")}
+    ids = {}
+    for name, token in tokens.items():
+        answer = httpx.post(
+            f"{auth_server.base}/searches", json=yaml.safe_load(TINY.read_text()),
+            headers={"Authorization": f"Bearer {token}", "X-Requested-With": "t"}, timeout=30,
+        )  # fmt: skip
+        assert answer.status_code == 201, answer.text
+        ids[name] = answer.json()["id"]
+    assert httpx.get(f"{auth_server.base}/searches", timeout=30).status_code == 401
+
+    browser.get(f"{auth_server.base}/")
+    sign_in(browser, tokens["ada"])
+    assert "signed in as ada" in by_id(browser, "whoami").text
+    wait_until("ada's search in the list", lambda: ids["ada"] in listed_ids(browser), 30)
+    assert ids["bob"] not in listed_ids(browser)
+
+    # Bob's search is not ada's to see: its page says there is no such search.
+    browser.get(f"{auth_server.base}/searches/{ids['bob']}")
+    wait_until("the not-found state", lambda: by_id(browser, "status").text == "not found", 30)
+    browser.get(f"{auth_server.base}/searches/{ids['ada']}")
+    wait_until("ada's search", lambda: by_id(browser, "status").text == "queued", 30)
+
+    browser.get(f"{auth_server.base}/")
+    wait_until("the sign-out button", lambda: _present(browser, "signout"), 30)
+    by_id(browser, "signout").click()
+    sign_in(browser, tokens["bob"])
+    wait_until("bob's search in the list", lambda: ids["bob"] in listed_ids(browser), 30)
+    assert ids["ada"] not in listed_ids(browser)
+
+    # A wrong token is refused on the form, and nothing is stored.
+    by_id(browser, "signout").click()
+    wait_until("the sign-in form", lambda: _present(browser, "token-input"), 30)
+    by_id(browser, "token-input").send_keys("segnas_not-a-real-token-at-all")
+    by_id(browser, "signin-submit").click()
+    wait_until("the refusal", lambda: by_id(browser, "signin-error").text, 30)
+    assert "unknown or revoked" in by_id(browser, "signin-error").text

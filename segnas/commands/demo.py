@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,16 +36,25 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     import yaml
 
-    from segnas.commands.serve import check_port
+    from segnas.commands.serve import auth_line, check_port, choose_auth
     from segnas.spec import load_search_spec
     from segnas.stack import LocalStack
     from service.app import create_app
+    from service.settings import AUTH_ENV
     from storage.engine import data_dir
+    from supernet.errors import SegnasError
 
     body: dict = {}  # the default search
     if args.config is not None:
         load_search_spec(args.config)  # a bad file fails here, in one line, before anything
         body = yaml.safe_load(args.config.read_text()) or {}
+    auth = choose_auth(args.host, None)
+    if auth != "off":
+        raise SegnasError(
+            f"segnas demo runs without accounts, on loopback only: {args.host} is not; "
+            "use segnas serve there"
+        )
+    os.environ[AUTH_ENV] = auth
     check_port(args.host, args.port)
     base = f"http://{args.host}:{args.port}"
     logs = data_dir().resolve() / "logs"
@@ -62,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         thread.start()
         try:
             _wait_until_up(base, thread)
-            print(f"segnas: service on {base}/ (logs in {logs})", file=sys.stderr)
+            print(f"segnas: service on {base}/ with {auth_line(auth)}", file=sys.stderr)
+            print(f"segnas: logs in {logs}", file=sys.stderr)
             status = _submit_and_follow(base, body)
             if args.exit or not sys.stdin.isatty():
                 return 0 if status == "succeeded" else 1
@@ -95,68 +103,19 @@ def _wait_until_up(base: str, thread: threading.Thread) -> None:
 
 
 def _submit_and_follow(base: str, spec: dict[str, Any]) -> str:
-    """POST the spec, follow the search with a progress bar, print how it ended."""
-    import httpx
-    from tqdm import tqdm
+    """Submit the spec through the API's client, follow the search with a progress bar, print
+    how it ended (``segnas remote submit --follow``)."""
+    from segnas.client import Client
+    from segnas.commands.remote import follow_search
 
-    from supernet.errors import SegnasError
-
-    with httpx.Client(base_url=base, timeout=30) as client:
-        answer = client.post("/searches", json=spec, headers={"Idempotency-Key": uuid.uuid4().hex})
-        if answer.status_code not in (200, 201):
-            raise SegnasError(f"POST /searches answered {answer.status_code}: {answer.text}")
-        search = answer.json()
-        url = f"{base}{search['links']['page']}"
-        print(f"segnas: search {search['id']} queued; its page: {url}", file=sys.stderr)
-        etag = None
-        with tqdm(total=100, desc="search", unit="%", file=sys.stderr, disable=None) as bar:
-            while search["status"] not in TERMINAL:
-                time.sleep(0.5)
-                reply = client.get(
-                    f"/searches/{search['id']}", headers={"If-None-Match": etag} if etag else {}
-                )
-                if reply.status_code == 304:
-                    continue
-                reply.raise_for_status()
-                search, etag = reply.json(), reply.headers.get("ETag")
-                _show(bar, search)
-        if search["status"] != "succeeded":
-            print(f"search {search['id']} {search['status']}: {search['error'] or ''}")
-            return str(search["status"])
-        result = client.get(f"/searches/{search['id']}/result").json()
-    _print_result(search, result, url)
-    return "succeeded"
-
-
-def _show(bar: Any, search: dict[str, Any]) -> None:
-    progress = search.get("progress")
-    if not progress:
-        bar.set_postfix_str(search["status"])
-        return
-    bar.n = round(100 * progress["fraction"], 1)
-    best = search.get("best")
-    reward = "-" if best is None else f"{best['reward']:.3f}"
-    bar.set_postfix_str(
-        f"epoch {min(progress['epoch'] + 1, progress['epochs'])}/{progress['epochs']} "
-        f"{progress['phase']} {progress['step']}/{progress['steps']} best {reward}",
-        refresh=False,
-    )
-    bar.refresh()
-
-
-def _print_result(search: dict[str, Any], result: dict[str, Any], url: str) -> None:
-    from segnas.commands.options import print_table
-
-    arch = " ".join(str(i) for i in result["arch"])
-    cells = search["spec"]["space"]["cells"]
-    print(f"search {search['id']} succeeded")
-    print(f"best architecture  {arch}   ({', '.join(cells[i] for i in result['arch'])})")
-    print(f"parameters         {result['params']:,}")
-    rows = [[name, f"{value:.4f}"] for name, value in result["metrics"].items()]
-    print_table(rows, ["validation metric", "value"])
-    if result.get("candidates"):
-        print(f"(the best of {result['candidates']} derived architectures on the validation split)")
-    print(f"page: {url}")
+    with Client(base) as client:
+        search = client.submit(spec)
+        print(
+            f"segnas: search {search['id']} queued; its page: {base}{search['links']['page']}",
+            file=sys.stderr,
+        )
+        status = follow_search(client, search["id"])
+    return "succeeded" if status == 0 else "failed"
 
 
 logging.getLogger("httpx").setLevel(logging.WARNING)

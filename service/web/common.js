@@ -43,11 +43,104 @@ const SEGNAS = (() => {
     return detail || `the server answered ${status}`;
   }
 
+  // --- signing in ---------------------------------------------------------------------------
+  // A server with accounts answers 401 without a token: the page then asks for one, keeps it
+  // in sessionStorage (this tab only, gone when it closes) and sends it as a bearer token,
+  // which a cross-site page cannot make the browser send (unlike a cookie).
+
+  const TOKEN_KEY = "segnas-token";
+
+  function storedToken() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return null;
+    }
+  }
+
+  function storeToken(token) {
+    if (token) window.sessionStorage.setItem(TOKEN_KEY, token);
+    else window.sessionStorage.removeItem(TOKEN_KEY);
+  }
+
+  /** fetch() with the JSON Accept header, the token, and X-Requested-With (what a cross-site
+   * form cannot send: service/guards.py). A 401 shows the sign-in form. */
+  async function api(url, init = {}) {
+    const headers = { Accept: "application/json", "X-Requested-With": "segnas-page" };
+    const token = storedToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const response = await fetch(url, { ...init, headers: { ...headers, ...(init.headers || {}) } });
+    if (response.status === 401) showSignIn(token ? "That token is unknown or revoked." : null);
+    return response;
+  }
+
+  let signInShown = false;
+
+  function showSignIn(problem) {
+    if (signInShown) return;
+    signInShown = true;
+    storeToken(null);
+    const input = el("input", {
+      id: "token-input", type: "password", autocomplete: "current-password", required: true,
+      placeholder: "segnas_…", "aria-label": "API token", spellcheck: "false",
+    });
+    const error = el("p", { id: "signin-error", class: "error-box", role: "alert" }, problem || "");
+    error.hidden = !problem;
+    const form = el(
+      "form", { id: "signin", class: "card signin" },
+      el("h2", {}, "Sign in"),
+      el("p", { class: "muted" },
+        "This server has accounts. Paste your API token (an admin makes one with ",
+        el("code", {}, "segnas token create --user NAME"), ")."),
+      el("div", { class: "signin-row" }, input,
+        el("button", { id: "signin-submit", type: "submit" }, "Sign in")),
+      error,
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const token = input.value.trim();
+      const answer = await fetch("/me", {
+        headers: { Accept: "application/json", Authorization: `Bearer ${token}` },
+      });
+      if (!answer.ok) {
+        error.textContent = answer.status === 401
+          ? "That token is unknown or revoked." : `The server answered ${answer.status}.`;
+        error.hidden = false;
+        return;
+      }
+      storeToken(token);
+      window.location.reload();
+    });
+    const main = document.querySelector("main");
+    main.prepend(form);
+    input.focus();
+  }
+
+  /** Who is signed in, in the top bar (and a way out). */
+  async function showUser() {
+    const bar = document.querySelector(".topbar");
+    if (!bar) return;
+    const response = await api("/me", { cache: "no-store" });
+    if (!response.ok) return;
+    const me = await response.json();
+    const who = el("span", { id: "whoami", class: "whoami" });
+    if (me.auth === "off") {
+      who.append("no accounts (local server)");
+    } else {
+      const out = el("button", { id: "signout", type: "button", class: "linkish" }, "sign out");
+      out.addEventListener("click", () => {
+        storeToken(null);
+        window.location.reload();
+      });
+      who.append(`signed in as ${me.name}${me.admin ? " (admin)" : ""} · `, out);
+    }
+    bar.append(who);
+  }
+
   /** GET a JSON document; throws ApiError on a non-2xx answer. ``init`` adds fetch options
    * (``{cache: "no-store"}`` where the page's own URL also answers JSON). */
   async function getJSON(url, init = {}) {
-    const response = await fetch(url, { ...init, headers: { Accept: "application/json" } });
-    return readJSON(response);
+    return readJSON(await api(url, init));
   }
 
   /** The JSON body of a response; throws ApiError unless it is 2xx. */
@@ -121,8 +214,10 @@ const SEGNAS = (() => {
     return typeof id === "string" ? id.slice(0, 8) : "";
   }
 
+  document.addEventListener("DOMContentLoaded", showUser);
+
   return {
-    ApiError, archString, el, formatNumber, formatTime, getJSON, isTerminal, progressBar,
+    ApiError, api, archString, el, formatNumber, formatTime, getJSON, isTerminal, progressBar,
     readJSON, shortId, statusBadge, svg, timeElement, uuid,
   };
 })();

@@ -177,13 +177,9 @@
     clearFormError();
     setSending(true);
     try {
-      const response = await fetch("/searches", {
+      const response = await SEGNAS.api("/searches", {
         method: "POST",
-        headers: {
-          "Content-Type": "application/json",
-          Accept: "application/json",
-          "Idempotency-Key": idempotencyKey,
-        },
+        headers: { "Content-Type": "application/json", "Idempotency-Key": idempotencyKey },
         body: JSON.stringify(spec),
       });
       const search = await SEGNAS.readJSON(response);

@@ -142,9 +142,8 @@
 
   /** The search, or null when it has not changed since the last poll (304). */
   async function fetchSearch() {
-    const headers = { Accept: "application/json" };
-    if (etag) headers["If-None-Match"] = etag;
-    const response = await fetch(base, { headers, cache: "no-store" });
+    const headers = etag ? { "If-None-Match": etag } : {};
+    const response = await SEGNAS.api(base, { headers, cache: "no-store" });
     if (response.status === 304) return null;
     const body = await SEGNAS.readJSON(response);
     etag = response.headers.get("ETag");
@@ -187,10 +186,7 @@
     const button = $("cancel");
     button.disabled = true;
     try {
-      const response = await fetch(`${base}/cancel`, {
-        // X-Requested-With: what a cross-site form cannot send (service/guards.py).
-        method: "POST", headers: { Accept: "application/json", "X-Requested-With": "segnas-page" },
-      });
+      const response = await SEGNAS.api(`${base}/cancel`, { method: "POST" });
       search = await SEGNAS.readJSON(response);
       renderHeader(search);
     } catch (error) {
