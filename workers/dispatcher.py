@@ -34,6 +34,7 @@ from jobqueue import Job, JobQueue, QueueUnavailableError
 from storage.leases import Claim, SearchLeases
 from storage.searches import ACTIVE_STATUSES, SearchStore
 from workers.launchers import Launched, Launcher
+from workers.memory import driver_killed, killed_by_sigkill
 
 log = logging.getLogger("segnas.dispatcher")
 
@@ -213,6 +214,9 @@ class Dispatcher:
         record = self.store.get(search_id)
         if record.status == "cancelling":
             self.store.mark_finished(search_id, "cancelled")
+        elif failure and record.status in ACTIVE_STATUSES and killed_by_sigkill(status):
+            error = driver_killed(record.spec, status)  # for memory: it would be again
+            self.store.mark_finished(search_id, "failed", error=error)
         elif (
             failure
             and record.status in ACTIVE_STATUSES

@@ -44,6 +44,8 @@ from supernet.network import build_child
 from supernet.profile import count_params
 from workers.actors import ReplicaActor
 from workers.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from workers.memory import is_memory_error, memory_failure
+from workers.placement import in_bundle, release, reserve_replicas
 from workers.runtime import ensure_ray, ray_is_remote
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,7 @@ class SearchDriver:
         self.max_recoveries = max_recoveries
         self._replicas: list[Any] = []
         self._controller: Any = None
+        self._placement: Any = None  # the replicas' reserved resources (workers.placement)
 
     @property
     def replicas(self) -> list[Any]:
@@ -239,6 +242,7 @@ class SearchDriver:
     def _start_group(self) -> tuple[int, _Best]:
         spec, res = self.spec, self.spec.resources
         self._check_resources()
+        self._placement = reserve_replicas(res)
         state_path = self.checkpoint_dir / self.search_id / "controller.pt"
         num_choices = len(spec.space.cells)
         self._controller = ControllerActor.remote(
@@ -248,7 +252,9 @@ class SearchDriver:
         threads = max(1, math.floor(res.cpus_per_replica))
         self._replicas = [
             ReplicaActor.options(
-                num_cpus=res.cpus_per_replica, num_gpus=res.gpus_per_replica
+                num_cpus=res.cpus_per_replica,
+                num_gpus=res.gpus_per_replica,
+                scheduling_strategy=in_bundle(self._placement, rank),
             ).remote(spec_dict, rank=rank, world_size=res.replicas, threads=threads)
             for rank in range(res.replicas)
         ]
@@ -297,6 +303,8 @@ class SearchDriver:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
         self._replicas, self._controller = [], None
+        release(self._placement)
+        self._placement = None
 
     def _gather(self, refs: list[Any]) -> list[Any]:
         """``ray.get`` that turns a dead actor anywhere in ``refs`` into ``ReplicaLostError``.
@@ -315,6 +323,10 @@ class SearchDriver:
                     ray.get(ref)
                 except (RayActorError, RayTaskError) as e:
                     errors.append(e)
+            for e in errors:
+                if is_memory_error(e):  # it would run out again: not a loss to recover from
+                    what = f"a replica ran out of memory ({_cause_line(e)[:300]})"
+                    raise SearchFaultError(memory_failure(self.spec, what)) from None
             for e in errors:
                 if isinstance(e, RayActorError) and e.actor_init_failed:
                     # Users' mistakes are raised by the replica's first call, not its

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segnas.processes import die_with_parent
+from workers.memory import killed_by_sigkill
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class RayJob:
 
     def exit_status(self) -> int | None:
         status = str(self.client.get_job_status(self.submission_id)).rsplit(".", 1)[-1]
+        if status == "FAILED":  # the driver's own status: a SIGKILL (OOM) is not retried
+            code = self.client.get_job_info(self.submission_id).driver_exit_code
+            return code if killed_by_sigkill(code) else 1
         return _RAY_JOB_EXIT.get(status)
 
     def stop(self, grace_seconds: float) -> None:
@@ -119,7 +123,9 @@ class RayJobLauncher:
         from ray.job_submission import JobSubmissionClient
 
         self.client = JobSubmissionClient(address)
-        self.env = env or {}
+        # The operator's placement timeout (workers.placement) reaches the cluster's drivers.
+        timeout = {k: v for k, v in os.environ.items() if k == "SEGNAS_PLACEMENT_TIMEOUT_S"}
+        self.env = {**timeout, **(env or {})}
 
     def launch(self, search_id: str, attempt: int) -> RayJob:
         submission_id = f"segnas-{search_id}-{attempt}"
