@@ -141,6 +141,18 @@ def test_api_limits_dataset_roots_to_the_mounted_data_folder(services):
     assert set(roots) <= {target for _, target, _ in volumes(api)}
 
 
+def test_the_api_asks_for_tokens_and_keeps_the_first_in_the_data_volume(services):
+    api = services["api"]
+    assert environment(api)["SEGNAS_AUTH"] == "required"
+    args = build_parser().parse_args(argv(api)[1:])
+    assert args.auth == "required"
+    token_file = Path(environment(api)["SEGNAS_ADMIN_TOKEN_FILE"])
+    assert token_file.parent == Path(environment(api)["SEGNAS_DATA_DIR"])
+    assert any(target == str(token_file.parent) for _, target, _ in volumes(api))
+    dockerfile = (REPO / "deploy" / "docker" / "Dockerfile").read_text()
+    assert '"--auth", "required"' in dockerfile
+
+
 def test_search_nodes_share_the_data_dir_and_datasets(services):
     for name in ("dispatcher", "ray-head", "ray-gpu-worker"):
         service = services[name]
