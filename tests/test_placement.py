@@ -74,7 +74,8 @@ def test_more_cpus_than_the_cluster_has_fail_in_the_timeout_saying_what() -> Non
 
 
 def test_a_gpu_on_a_cpu_cluster_fails_naming_the_gpus() -> None:
-    with pytest.raises(PlacementTimeoutError, match=r"1 GPU\) = 2 CPUs, 1 GPUs.*0 GPUs"):
+    asked = r"1 replica x \(2 CPUs, 1 GPU\) = 2 CPUs, 1 GPU;.*0 GPUs \(0 free\)"
+    with pytest.raises(PlacementTimeoutError, match=asked):
         reserve_replicas(ResourcesSpec(cpus_per_replica=2, gpus_per_replica=1), timeout_s=0.5)
 
 

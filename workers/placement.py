@@ -96,19 +96,22 @@ def _unplaced(
     resources: ResourcesSpec, timeout_s: float, have: dict[str, Any], free: dict[str, Any]
 ) -> str:
     r = resources
-    each = [f"{r.cpus_per_replica:g} CPU"]
-    total = [f"{r.replicas * r.cpus_per_replica:g} CPUs"]
-    kinds = ["CPU"]
+    each = [_count(r.cpus_per_replica, "CPU")]
+    total = [_count(r.replicas * r.cpus_per_replica, "CPU")]
     if r.gpus_per_replica:
-        each.append(f"{r.gpus_per_replica:g} GPU")
-        total.append(f"{r.replicas * r.gpus_per_replica:g} GPUs")
-    kinds.append("GPU")
+        each.append(_count(r.gpus_per_replica, "GPU"))
+        total.append(_count(r.replicas * r.gpus_per_replica, "GPU"))
     cluster = ", ".join(
-        f"{have.get(kind, 0):g} {kind}s ({free.get(kind, 0):g} free)" for kind in kinds
+        f"{_count(have.get(kind, 0), kind)} ({free.get(kind, 0):g} free)" for kind in ("CPU", "GPU")
     )
     return (
         f"could not place the search's replicas within {timeout_s:g} s "
-        f"({PLACEMENT_TIMEOUT_ENV}): it asks for {r.replicas} replicas x ({', '.join(each)}) "
-        f"= {', '.join(total)}; the cluster has {cluster}: lower resources.replicas, "
-        "resources.cpus_per_replica or resources.gpus_per_replica, or wait for room"
+        f"({PLACEMENT_TIMEOUT_ENV}): it asks for {_count(r.replicas, 'replica')} x "
+        f"({', '.join(each)}) = {', '.join(total)}; the cluster has {cluster}: lower "
+        "resources.replicas, resources.cpus_per_replica or resources.gpus_per_replica, or wait "
+        "for room"
     )
+
+
+def _count(n: float, noun: str) -> str:
+    return f"{n:g} {noun}" + ("" if n == 1 else "s")
