@@ -24,6 +24,7 @@ from service.cursors import (
     encode_search_cursor,
 )
 from service.pages import WEB_DIR, wants_html
+from service.quotas import QuotaExceededError, check_active, count_submission
 from service.schemas import (
     CROSS_SITE,
     VALIDATION_ERROR,
@@ -39,6 +40,7 @@ from service.schemas import (
     SearchPage,
     Status,
 )
+from storage.accounts import Principal
 from storage.leases import CancelOutcome
 from storage.retrains import RetrainStore, StoredRetrainRecord
 from storage.searches import (
@@ -93,7 +95,12 @@ def _search_json(record: SearchRecord) -> tuple[bytes, str]:
         400: {"model": Problem, "description": "the body is not UTF-8 JSON, or a bad Host"},
         **CROSS_SITE,
         413: {"model": Problem, "description": "body too large"},
-        422: {"model": Problem, "description": "invalid spec"},
+        422: {"model": Problem, "description": "invalid spec, or over this server's budget"},
+        429: {
+            "model": Problem,
+            "description": "over your queued-and-running or submissions-a-minute limit",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+        },
     },
 )
 async def submit_search(
@@ -111,7 +118,10 @@ async def submit_search(
         )
     if (refused := over_budget(spec, state.settings.budget)) is not None:
         raise HTTPException(422, refused)
-    record, created = await blocking(request, _submit, state, spec, user.user_id, idempotency_key)
+    try:
+        record, created = await blocking(request, _submit, state, spec, user, idempotency_key)
+    except QuotaExceededError as e:
+        raise HTTPException(429, e.detail, headers={"Retry-After": str(e.retry_after)}) from None
     body, etag = _search_json(record)
     headers = {"Location": f"/searches/{record.id}", "ETag": etag}
     if not created:
@@ -120,13 +130,20 @@ async def submit_search(
 
 
 def _submit(
-    state: State, spec: SearchSpec, owner_id: int, idempotency_key: str | None
+    state: State, spec: SearchSpec, user: Principal, idempotency_key: str | None
 ) -> tuple[SearchRecord, bool]:
+    """Raises:
+    QuotaExceededError: over the user's submission rate, or active searches (a replay of
+        an Idempotency-Key counts towards the rate only)."""
+    body, quotas = spec.model_dump(mode="json"), state.settings.quotas
+    count_submission(state.queue.client, state.queue.prefix, user, quotas)
+    if idempotency_key is not None:
+        replayed = state.store.replay(user.user_id, idempotency_key, body)
+        if replayed is not None:
+            return replayed, False
+    check_active(state.store, user, quotas)
     record, created = state.store.submit(
-        spec.model_dump(mode="json"),
-        name=spec.name,
-        idempotency_key=idempotency_key,
-        owner_id=owner_id,
+        body, name=spec.name, idempotency_key=idempotency_key, owner_id=user.user_id
     )
     if created:
         try:

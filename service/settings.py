@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from segnas.budget import Budget
+from service.quotas import Quotas
 from storage.engine import DATABASE_URL_ENV, data_dir
 
 REDIS_URL_ENV = "REDIS_URL"
@@ -41,6 +42,7 @@ class Settings(BaseModel):
             (``SEGNAS_EXPECT_DISPATCHERS=1``; ``segnas serve`` with dispatchers sets it):
             ``/healthz`` is degraded while none of them has a live heartbeat.
         budget: what one search may cost (``SEGNAS_MAX_*``): ``segnas.budget``.
+        quotas: what one user may have queued and submit a minute: ``service.quotas``.
         auth: ``required`` (bearer tokens; ``SEGNAS_AUTH``) or ``off`` (every request is the
             local admin: for a server on loopback only): ``service.auth``.
     """
@@ -57,6 +59,7 @@ class Settings(BaseModel):
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     expect_dispatchers: bool = False
     budget: Budget = Budget()
+    quotas: Quotas = Quotas()
     auth: Literal["required", "off"] = "required"
 
     @classmethod
@@ -70,6 +73,7 @@ class Settings(BaseModel):
             "data_roots": tuple(Path(p) for p in roots.split(os.pathsep) if p) or (folder,),
             "queue_prefix": os.environ.get(QUEUE_PREFIX_ENV) or "segnas",
             "budget": Budget.from_env(),  # a bad SEGNAS_MAX_* fails start-up, naming it
+            "quotas": Quotas.from_env(),
         }
         if os.environ.get(DB_POOL_SIZE_ENV):
             values["db_pool_size"] = os.environ[DB_POOL_SIZE_ENV]

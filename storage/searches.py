@@ -248,6 +248,21 @@ class SearchStore:
             return existing, False
         return SearchRecord.model_validate(row), True
 
+    def replay(self, owner_id: int, key: str, spec: dict[str, Any]) -> SearchRecord | None:
+        """The search ``key`` made already for this owner, if any.
+
+        Raises:
+            IdempotencyConflictError: the key made a search from a different spec.
+        """
+        return self._by_idempotency_key(owner_id, key, spec)
+
+    def count_active(self, owner_id: int) -> int:
+        """The owner's searches that are queued, running or cancelling."""
+        query = select(func.count()).where(
+            Search.owner_id == owner_id, Search.status.in_(ACTIVE_STATUSES)
+        )
+        return int(self._read(lambda c: c.execute(query).scalar_one()))
+
     def _by_idempotency_key(
         self, owner_id: int, key: str, spec: dict[str, Any]
     ) -> SearchRecord | None:

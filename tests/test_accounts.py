@@ -12,10 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.app import create_app
+from service.quotas import WINDOW_S, QuotaExceededError, Quotas, count_submission
 from service.settings import Settings
-from storage.accounts import TOKEN_PREFIX, AccountError, AccountStore
+from storage.accounts import TOKEN_PREFIX, AccountError, AccountStore, Principal
 from storage.models import LOCAL_ADMIN, ApiToken
 from storage.searches import SearchStore
+from supernet.errors import ConfigError
 
 SPEC: dict[str, Any] = {"epochs": 1, "space": {"layers": 2, "channels": 4}}
 HEADERS = {"X-Requested-With": "segnas-tests"}
@@ -155,3 +157,82 @@ def test_with_authentication_off_every_request_is_the_local_admin(
         assert c.get("/me").json() == {"name": LOCAL_ADMIN, "admin": True, "auth": "off"}
         search_id = c.post("/searches", json=SPEC).json()["id"]
     assert store.get(search_id).owner_id == AccountStore(store).user(LOCAL_ADMIN).id
+
+
+# Per-user limits (service.quotas)
+
+
+@pytest.fixture
+def limited(store: SearchStore, job_queue: Any, tmp_path: Path) -> Iterator[dict[str, TestClient]]:
+    """A server that lets a user have 2 searches queued or running, 50 submissions a minute."""
+    accounts = AccountStore(store)
+    accounts.add_user("ada")
+    quotas = Quotas(max_active=2, max_submits_per_minute=50)
+    settings = Settings(data_dir=tmp_path, allowed_hosts=("testserver",), quotas=quotas)
+    app = create_app(settings, store=store, queue=job_queue)
+    clients = {}
+    for user in ("ada", LOCAL_ADMIN):
+        token = accounts.create_token(user).token
+        clients[user] = TestClient(app, headers={**HEADERS, "Authorization": f"Bearer {token}"})
+    with clients["ada"]:
+        yield clients
+
+
+def test_a_user_may_have_so_many_searches_queued_or_running(
+    limited: dict[str, TestClient],
+) -> None:
+    ada, admin = limited["ada"], limited[LOCAL_ADMIN]
+    first = ada.post("/searches", json=SPEC, headers={"Idempotency-Key": "k1"})
+    ada.post("/searches", json=SPEC)
+    refused = ada.post("/searches", json=SPEC)
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "60"
+    assert "SEGNAS_MAX_ACTIVE_SEARCHES=2" in refused.json()["detail"]
+    # A retry of a submission that went through is its search, not a refusal.
+    again = ada.post("/searches", json=SPEC, headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    # Admins are not limited; a search that ends frees a place.
+    assert admin.post("/searches", json=SPEC).status_code == 201
+    assert ada.post(f"/searches/{first.json()['id']}/cancel").status_code == 202
+    assert ada.post("/searches", json=SPEC).status_code == 201
+
+
+def test_submissions_a_minute_are_counted_per_user_in_redis(job_queue: Any) -> None:
+    ada = Principal(user_id=7, name="ada", is_admin=False)
+    quotas = Quotas(max_submits_per_minute=2)
+    start = 1_000_000 * WINDOW_S + 10.0  # 10 s into a minute
+    for k in range(2):
+        count_submission(job_queue.client, job_queue.prefix, ada, quotas, now=start + k)
+    with pytest.raises(QuotaExceededError) as refused:
+        count_submission(job_queue.client, job_queue.prefix, ada, quotas, now=start + 5)
+    assert refused.value.retry_after == 45  # the window ends 60 s after it began
+    assert "SEGNAS_MAX_SUBMITS_PER_MINUTE" in refused.value.detail
+    # The next minute is a new window; another user has their own.
+    count_submission(job_queue.client, job_queue.prefix, ada, quotas, now=start + 60)
+    bob = Principal(user_id=8, name="bob", is_admin=False)
+    count_submission(job_queue.client, job_queue.prefix, bob, quotas, now=start + 5)
+    admin = Principal(user_id=1, name=LOCAL_ADMIN, is_admin=True)
+    for _ in range(5):
+        count_submission(job_queue.client, job_queue.prefix, admin, quotas, now=start)
+
+
+def test_over_the_rate_the_api_answers_429(
+    store: SearchStore, job_queue: Any, tmp_path: Path
+) -> None:
+    AccountStore(store).add_user("ada")
+    token = AccountStore(store).create_token("ada").token
+    quotas = Quotas(max_submits_per_minute=1)
+    settings = Settings(data_dir=tmp_path, allowed_hosts=("testserver",), quotas=quotas)
+    headers = {**HEADERS, "Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings, store=store, queue=job_queue), headers=headers) as c:
+        # Three within a minute fall in at most two one-minute windows: one at least is refused.
+        answers = [c.post("/searches", json=SPEC) for _ in range(3)]
+    refused = [a for a in answers if a.status_code == 429]
+    assert refused and all(1 <= int(a.headers["Retry-After"]) <= 60 for a in refused)
+    assert {a.status_code for a in answers} <= {201, 429}
+
+
+def test_a_bad_limit_in_the_environment_names_its_variable() -> None:
+    with pytest.raises(ConfigError, match="SEGNAS_MAX_ACTIVE_SEARCHES='ten'"):
+        Quotas.from_env({"SEGNAS_MAX_ACTIVE_SEARCHES": "ten"})
+    assert Quotas.from_env({"SEGNAS_MAX_SUBMITS_PER_MINUTE": "5"}).max_submits_per_minute == 5
