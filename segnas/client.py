@@ -112,6 +112,16 @@ class Client:
     def cancel(self, search_id: str) -> dict[str, Any]:
         return self._call("POST", f"/searches/{search_id}/cancel").json()
 
+    def delete(self, search_id: str) -> bool:
+        """Remove the search; False while a running search is still being cancelled (409)."""
+        try:
+            self._call("DELETE", f"/searches/{search_id}")
+        except ClientError as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
     def result(self, search_id: str) -> dict[str, Any]:
         return self._call("GET", f"/searches/{search_id}/result").json()
 

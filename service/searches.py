@@ -1,4 +1,5 @@
-"""The ``/searches`` resource: submit, list, read, page samples, reward curve, result, cancel."""
+"""The ``/searches`` resource: submit, list, read, page samples, reward curve, result, cancel,
+delete."""
 
 from __future__ import annotations
 
@@ -328,6 +329,55 @@ async def cancel_search(search_id: str, request: Request, user: CurrentUser) -> 
     if outcome is CancelOutcome.FINISHED:
         raise HTTPException(409, f"search {search_id} has already finished ({record.status})")
     return SearchOut.of(record)
+
+
+@router.delete(
+    "/{search_id}",
+    status_code=204,
+    responses={
+        **NOT_FOUND,
+        **CROSS_SITE,
+        409: {"model": Problem, "description": "running: being cancelled, delete it after"},
+    },
+)
+async def delete_search(search_id: str, request: Request, user: CurrentUser) -> Response:
+    """Remove a search: its rows, checkpoints, retrained weights and log. A queued one is
+    cancelled first; a running one is told to stop and answers 409 until it has."""
+    state = request.app.state
+
+    def remove() -> CancelOutcome:
+        record = owned_search(state.store, user, search_id)
+        if record.status not in FINISHED_STATUSES:
+            outcome = state.leases.request_cancel(search_id)
+            if outcome is CancelOutcome.CANCELLING:
+                return outcome
+        paths = state.store.delete(search_id)
+        log_file = state.settings.data_dir / "logs" / f"{search_id}.log"
+        _remove_files([*map(Path, paths), log_file], state.settings.data_dir)
+        return CancelOutcome.FINISHED
+
+    if await blocking(request, remove) is CancelOutcome.CANCELLING:
+        raise HTTPException(
+            409,
+            f"search {search_id} is running: it is being cancelled now; delete it again once "
+            "its status is cancelled",
+        )
+    return Response(status_code=204)
+
+
+def _remove_files(paths: list[Path], data_dir: Path) -> None:
+    """Unlink the files that lie in the data folder (a path elsewhere, e.g. on a cluster
+    node's own disk, is left and logged)."""
+    root = data_dir.resolve()
+    for path in paths:
+        try:
+            target = path.resolve()
+            if not target.is_relative_to(root):
+                log.warning("left %s: outside the data folder %s", target, root)
+                continue
+            target.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("could not remove %s: %s", path, e.strerror)
 
 
 def _etags(header: str) -> set[str]:

@@ -256,6 +256,33 @@ class SearchStore:
         """
         return self._by_idempotency_key(owner_id, key, spec)
 
+    def delete(self, search_id: str) -> list[str]:
+        """Remove a search and every row of it (samples, epochs, checkpoints, result,
+        retrains, evaluation scores: the foreign keys cascade). The caller removes the files.
+
+        Returns:
+            The paths of its checkpoint files and retrained weights.
+
+        Raises:
+            SearchNotFoundError: no search has this id.
+        """
+        from storage.models import Retrain  # the retrains table is storage.retrains's
+
+        with self._session() as s:
+            paths = list(
+                s.scalars(select(Checkpoint.path).where(Checkpoint.search_id == search_id))
+            )
+            paths += [
+                p
+                for p in s.scalars(
+                    select(Retrain.weights_path).where(Retrain.search_id == search_id)
+                )
+                if p
+            ]
+            if s.execute(delete(Search).where(Search.id == search_id)).rowcount == 0:
+                raise SearchNotFoundError(f"no search with id {search_id!r}")
+        return paths
+
     def count_active(self, owner_id: int) -> int:
         """The owner's searches that are queued, running or cancelling."""
         query = select(func.count()).where(

@@ -16,7 +16,7 @@ from service.quotas import WINDOW_S, QuotaExceededError, Quotas, count_submissio
 from service.settings import Settings
 from storage.accounts import TOKEN_PREFIX, AccountError, AccountStore, Principal
 from storage.models import LOCAL_ADMIN, ApiToken
-from storage.searches import SearchStore
+from storage.searches import CheckpointRecord, SearchStore
 from supernet.errors import ConfigError
 
 SPEC: dict[str, Any] = {"epochs": 1, "space": {"layers": 2, "channels": 4}}
@@ -236,3 +236,54 @@ def test_a_bad_limit_in_the_environment_names_its_variable() -> None:
     with pytest.raises(ConfigError, match="SEGNAS_MAX_ACTIVE_SEARCHES='ten'"):
         Quotas.from_env({"SEGNAS_MAX_ACTIVE_SEARCHES": "ten"})
     assert Quotas.from_env({"SEGNAS_MAX_SUBMITS_PER_MINUTE": "5"}).max_submits_per_minute == 5
+
+
+# DELETE /searches/{id}
+
+
+def test_deleting_a_search_removes_its_rows_and_files_and_only_its_owner_may(
+    team: dict[str, TestClient], store: SearchStore, tmp_path: Path
+) -> None:
+    ada, bob = team["ada"], team["bob"]
+    finished = ada.post("/searches", json=SPEC).json()["id"]
+    checkpoint = tmp_path / "checkpoints" / finished / "epoch-0.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    log = tmp_path / "logs" / f"{finished}.log"
+    log.parent.mkdir()
+    log.write_text("a log line\n")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-not-ours.pt"
+    elsewhere.write_bytes(b"not in the data folder")
+    store.mark_running(finished)
+    for epoch, path in ((0, checkpoint), (1, elsewhere)):
+        store.add_checkpoint(finished, CheckpointRecord(epoch=epoch, path=str(path), bytes=7))
+    store.mark_finished(finished, "succeeded")
+
+    assert bob.delete(f"/searches/{finished}").status_code == 404
+    assert store.get(finished).status == "succeeded"
+    assert ada.delete(f"/searches/{finished}").status_code == 204
+    assert ada.get(f"/searches/{finished}").status_code == 404
+    assert not checkpoint.exists() and not log.exists()
+    assert elsewhere.exists()  # a path outside the data folder is not the API's to remove
+    assert store.checkpoints(finished) == []
+    assert ada.delete(f"/searches/{finished}").status_code == 404
+
+    # Queued: cancelled and removed at once. Running: told to stop, and 409 until it has.
+    queued = ada.post("/searches", json=SPEC).json()["id"]
+    assert ada.delete(f"/searches/{queued}").status_code == 204
+    running = ada.post("/searches", json=SPEC).json()["id"]
+    assert acquire_lease(store, running)
+    refused = ada.delete(f"/searches/{running}")
+    assert refused.status_code == 409 and "being cancelled" in refused.json()["detail"]
+    assert store.get(running).status == "cancelling"
+    store.mark_finished(running, "cancelled")
+    assert ada.delete(f"/searches/{running}").status_code == 204
+
+
+def acquire_lease(store: SearchStore, search_id: str) -> bool:
+    """A dispatcher takes the search and its driver starts it."""
+    from storage.leases import Claim, SearchLeases
+
+    taken = SearchLeases(store).claim(search_id, "worker-1") is Claim.TAKEN
+    store.mark_running(search_id)
+    return taken

@@ -150,6 +150,13 @@ def test_a_user_and_a_token_drive_the_shared_server_from_the_terminal(
     assert last_json(cli(ada, "remote", "cancel", search["id"], "--json"))["status"] == "cancelled"
     ended = cli(ada, "remote", "follow", search["id"], check=False)
     assert ended.returncode == 1 and "cancelled" in ended.stdout
+    other = last_json(cli(ada, "remote", "submit", str(TINY), "--json"))
+    assert last_json(cli(ada, "remote", "delete", other["id"], "--json")) == {
+        "deleted": other["id"]
+    }
+    assert [s["id"] for s in last_json(cli(ada, "remote", "list", "--json"))["items"]] == [
+        search["id"]
+    ]
 
     # The admin's token is in its file under the data folder; the admin sees ada's search.
     admin_token = (Path(served["SEGNAS_DATA_DIR"]) / "admin-token").read_text().strip()

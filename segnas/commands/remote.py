@@ -5,6 +5,7 @@
     segnas remote follow ID        # a progress bar until it ends
     segnas remote cancel ID
     segnas remote result ID
+    segnas remote delete ID        # its rows, checkpoints and log (a running one stops first)
 
 The server and token come from ``--server`` / ``--token`` or ``SEGNAS_SERVER`` /
 ``SEGNAS_TOKEN`` (``segnas token create`` makes one). Exit status 0 when the search (or the
@@ -33,10 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     follow = actions.add_parser("follow", help="a progress bar until the search ends")
     cancel = actions.add_parser("cancel", help="cancel a search")
     result = actions.add_parser("result", help="the best architecture of a finished search")
-    for sub in (follow, cancel, result):
+    delete = actions.add_parser(
+        "delete", help="remove a search, its checkpoints and log (a running one is stopped first)"
+    )
+    for sub in (follow, cancel, result, delete):
         sub.add_argument("id", help="the search's id")
     whoami = actions.add_parser("whoami", help="the user the token belongs to")
-    for sub in (submit, listing, follow, cancel, result, whoami):
+    for sub in (submit, listing, follow, cancel, result, delete, whoami):
         sub.add_argument("--server", help="the API's URL (SEGNAS_SERVER; http://127.0.0.1:8000)")
         sub.add_argument(
             "--token", help="an API token (SEGNAS_TOKEN; prefer the variable: ps shows options)"
@@ -116,6 +120,18 @@ def _result(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _delete(client: Any, args: argparse.Namespace) -> int:
+    if not client.delete(args.id):
+        print(f"segnas: search {args.id} is running: waiting for it to stop", file=sys.stderr)
+        client.follow(args.id, lambda _: None)
+        client.delete(args.id)
+    if args.json:
+        print_json({"deleted": args.id})
+    else:
+        print(f"deleted search {args.id}")
+    return 0
+
+
 def _whoami(client: Any, args: argparse.Namespace) -> int:
     me = client.me()
     if args.json:
@@ -132,6 +148,7 @@ ACTIONS = {
     "follow": _follow,
     "cancel": _cancel,
     "result": _result,
+    "delete": _delete,
     "whoami": _whoami,
 }
 
