@@ -2,6 +2,9 @@
 
 - ``enqueue`` adds an entry for a search unless one is already live (a Redis set of the ids
   with an entry makes that one atomic step), so re-enqueueing orphans is always safe.
+- ``enqueue_all`` does the same for the dispatcher's reconciliation, and heals an id that
+  the set still holds while its entry is gone from the stream (deleted or trimmed by hand,
+  half of an ack that failed over): it gets a new entry instead of waiting forever.
 - ``read`` hands new entries to one consumer; they stay pending until ``ack``.
 - ``touch`` resets the idle time of a consumer's pending entries: its heartbeat in Redis.
 - ``claim_stale`` takes over entries whose consumer stayed silent (``XAUTOCLAIM``).
@@ -28,6 +31,34 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
     return redis.call('XADD', KEYS[1], '*', 'search_id', ARGV[1])
 end
 return false
+"""
+
+# KEYS: stream, id set; ARGV: search ids. As _ENQUEUE for each, except that an id the set
+# holds without an entry in the stream gets one (the stream is read once, and only then).
+_ENQUEUE_ALL = """
+local listed = nil
+local added = 0
+for _, id in ipairs(ARGV) do
+    local missing = redis.call('SADD', KEYS[2], id) == 1
+    if not missing then
+        if listed == nil then
+            listed = {}
+            for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+                local fields = entry[2]
+                for i = 1, #fields, 2 do
+                    if fields[i] == 'search_id' then listed[fields[i + 1]] = true end
+                end
+            end
+        end
+        missing = not listed[id]
+    end
+    if missing then
+        redis.call('XADD', KEYS[1], '*', 'search_id', id)
+        if listed ~= nil then listed[id] = true end
+        added = added + 1
+    end
+end
+return added
 """
 
 
@@ -65,9 +96,11 @@ class JobQueue:
 
     def __init__(self, client: redis.Redis, *, prefix: str = "segnas") -> None:
         self.client = client
+        self.prefix = prefix
         self.stream = f"{prefix}:jobs"
         self.members = f"{prefix}:jobs:ids"
         self._enqueue = client.register_script(_ENQUEUE)
+        self._enqueue_all = client.register_script(_ENQUEUE_ALL)
 
     def ping(self) -> None:
         """Raises ``QueueUnavailableError`` when Redis does not answer."""
@@ -86,6 +119,15 @@ class JobQueue:
         """Add an entry for ``search_id``; False when it has one already."""
         added = self._grouped(self._enqueue, keys=[self.stream, self.members], args=[search_id])
         return added is not None
+
+    def enqueue_all(self, search_ids: list[str]) -> int:
+        """``enqueue`` each of ``search_ids``, healing ids whose entry is lost; returns how
+        many got an entry. One atomic step; it reads the whole stream (the active searches'
+        entries) when some id has an entry already."""
+        ids = list(dict.fromkeys(search_ids))
+        if not ids:
+            return 0
+        return int(self._grouped(self._enqueue_all, keys=[self.stream, self.members], args=ids))
 
     def read(self, consumer: str, count: int, *, block_ms: int = 1000) -> list[Job]:
         """Up to ``count`` new entries for ``consumer``, waiting at most ``block_ms``."""

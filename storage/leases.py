@@ -2,17 +2,36 @@
 
 Every change is one conditional ``UPDATE``, so two dispatchers (or a dispatcher and the API)
 that act at once cannot both win: the database row is the truth, Redis only delivers.
+
+Heartbeats and staleness use the database's clock, asked once per operation: dispatchers on
+machines whose clocks disagree still agree on whether a lease is alive. (SQLite's clock is the
+clock of the machine that holds the file, the only one whose processes can share it.) The
+lease's (worker, attempt) is also the driver's fence: ``storage.fencing``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.orm import Session
 
+from storage.fencing import Fence, LeaseLostError
 from storage.models import Search, utcnow
 from storage.searches import ACTIVE_STATUSES, SearchNotFoundError, SearchStore
+
+__all__ = [
+    "CancelOutcome",
+    "Claim",
+    "Fence",
+    "LeaseLostError",
+    "SearchLeases",
+    "database_now",
+]
+
+# SQLite's own clock in the text form SQLAlchemy stores its datetimes in, to the millisecond.
+_SQLITE_NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
 
 
 class Claim(Enum):
@@ -43,20 +62,17 @@ class SearchLeases:
         self.store = store
         self.lease = timedelta(seconds=lease_seconds)
 
-    def _stale_before(self, now: datetime) -> datetime:
-        return now - self.lease
-
     def claim(self, search_id: str, worker: str) -> Claim:
         """Take the lease of an active search that nobody holds (or whose holder went silent).
         A search with a pending cancel and no live driver is cancelled instead of run."""
-        now = utcnow()
-        free = or_(
-            Search.worker.is_(None),
-            Search.worker == worker,
-            Search.heartbeat_at.is_(None),
-            Search.heartbeat_at < self._stale_before(now),
-        )
         with self.store._session() as s:
+            now = database_now(s)
+            free = or_(
+                Search.worker.is_(None),
+                Search.worker == worker,
+                Search.heartbeat_at.is_(None),
+                Search.heartbeat_at < now - self.lease,
+            )
             taken = s.execute(
                 update(Search)
                 .where(Search.id == search_id, Search.status.in_(ACTIVE_STATUSES), free)
@@ -82,40 +98,46 @@ class SearchLeases:
         dispatcher took over, after this one went silent too long, is not among them)."""
         if not search_ids:
             return []
-        now = utcnow()
         with self.store._session() as s:
             s.execute(
                 update(Search)
                 .where(Search.id.in_(search_ids), Search.worker == worker)
-                .values(heartbeat_at=now)
+                .values(heartbeat_at=database_now(s))
             )
             held = s.scalars(
                 select(Search.id).where(Search.id.in_(search_ids), Search.worker == worker)
             )
             return list(held)
 
-    def release(self, search_id: str, worker: str) -> None:
-        """Give the lease back (the driver ended, or this dispatcher shuts down)."""
+    def release(self, search_id: str, worker: str, *, attempt: int | None = None) -> None:
+        """Give the lease back (the driver ended, or this dispatcher shuts down); with
+        ``attempt``, only the lease of that claim."""
+        where = [Search.id == search_id, Search.worker == worker]
+        if attempt is not None:
+            where.append(Search.attempts == attempt)
         with self.store._session() as s:
-            s.execute(
-                update(Search)
-                .where(Search.id == search_id, Search.worker == worker)
-                .values(worker=None, heartbeat_at=None)
-            )
+            s.execute(update(Search).where(*where).values(worker=None, heartbeat_at=None))
+
+    def holds(self, search_id: str, fence: Fence) -> bool:
+        """Whether ``fence`` is still the search's lease."""
+        query = select(Search.worker, Search.attempts).where(Search.id == search_id)
+        with self.store._session() as s:
+            row = s.execute(query).first()
+        return row is not None and (row.worker, row.attempts) == (fence.worker, fence.attempt)
 
     def orphans(self) -> list[str]:
         """Active searches nobody holds a live lease on, oldest first: queued ones that may
         never have reached the queue, and running ones whose dispatcher died."""
-        stale = self._stale_before(utcnow())
-        query = (
-            select(Search.id)
-            .where(
-                Search.status.in_(ACTIVE_STATUSES),
-                or_(Search.heartbeat_at.is_(None), Search.heartbeat_at < stale),
-            )
-            .order_by(Search.created_at)
-        )
         with self.store._session() as s:
+            stale = database_now(s) - self.lease
+            query = (
+                select(Search.id)
+                .where(
+                    Search.status.in_(ACTIVE_STATUSES),
+                    or_(Search.heartbeat_at.is_(None), Search.heartbeat_at < stale),
+                )
+                .order_by(Search.created_at)
+            )
             return list(s.scalars(query))
 
     def request_cancel(self, search_id: str) -> CancelOutcome:
@@ -145,3 +167,12 @@ class SearchLeases:
         with self.store._session() as s:
             status = s.scalar(select(Search.status).where(Search.id == search_id))
             return status == "cancelling"
+
+
+def database_now(session: Session) -> datetime:
+    """The database's current time, timezone-aware UTC (one round trip)."""
+    if session.get_bind().dialect.name == "sqlite":
+        stamp = session.execute(_SQLITE_NOW).scalar_one()
+        return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+    value = session.execute(select(func.now())).scalar_one()
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

@@ -17,6 +17,10 @@ policy (and its greedy choice) on the validation split and keeps the best as the
 One entry point serves every way of running a search: the CLI, the dispatcher, ``ray submit``.
 If a replica dies, the group is rebuilt from the last checkpoint and the rows written after it
 are rewound, so the finished search has exactly the rows of an uninterrupted one.
+
+A driver a dispatcher launched has a fence, the lease it runs under: each of its writes checks
+it, and once another dispatcher holds the search the write raises ``LeaseLostError`` and the
+driver stops, writing nothing more (not even ``failed``: the search is the new driver's).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from controller.actor import ControllerActor
 from controller.batcher import RewardError
 from segnas.spec import SearchSpec
+from storage.fencing import Fence, LeaseLostError
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
 from supernet.errors import ConfigError, SearchFaultError, SegnasError
 from supernet.metrics import METRIC_NAMES
@@ -126,6 +131,7 @@ class SearchDriver:
         max_recoveries: times a lost replica group is rebuilt before the search fails.
         interrupted_status: what a search stopped from outside (Ctrl-C, SIGTERM) becomes:
             ``cancelled`` for the CLI; None leaves it active for a dispatcher to resume.
+        fence: the lease the driver runs under (None: unfenced, the CLI's own search).
     """
 
     def __init__(
@@ -138,9 +144,11 @@ class SearchDriver:
         should_stop: Callable[[], bool] | None = None,
         max_recoveries: int = 3,
         interrupted_status: str | None = "cancelled",
+        fence: Fence | None = None,
     ) -> None:
         self.spec = spec
         self.interrupted_status = interrupted_status
+        self.fence = fence
         self.store = store
         self.checkpoint_dir = Path(checkpoint_dir)
         self.on_progress = on_progress
@@ -167,28 +175,35 @@ class SearchDriver:
 
         Raises:
             SearchCancelledError: ``should_stop`` said so; the search is marked cancelled.
+            LeaseLostError: another dispatcher took the search over; nothing is marked.
             Exception: whatever failed; the search is marked failed with the message.
         """
         self.search_id = search_id
-        self.store.mark_running(search_id)
+        fence = self.fence
+        self.store.mark_running(search_id, fence=fence)
         try:
             ensure_ray()
             self._check_checkpoint_dir()
             outcome = self._run_with_recovery()
+        except LeaseLostError:
+            log.warning("search %s: lease lost; stopping without another write", search_id)
+            raise
         except SearchCancelledError:
-            self.store.mark_finished(search_id, "cancelled")
+            self.store.mark_finished(search_id, "cancelled", fence=fence)
             raise
         except (KeyboardInterrupt, SystemExit):
             # Stopped from outside (Ctrl-C, SIGTERM): resumable like a cancelled search.
             if self.interrupted_status is not None:
-                self.store.mark_finished(search_id, self.interrupted_status, error="interrupted")
+                self.store.mark_finished(
+                    search_id, self.interrupted_status, error="interrupted", fence=fence
+                )
             raise
         except BaseException as e:
-            self.store.mark_finished(search_id, "failed", error=one_line_error(e))
+            self.store.mark_finished(search_id, "failed", error=one_line_error(e), fence=fence)
             raise
         finally:
             self._teardown()
-        self.store.mark_finished(search_id, "succeeded")
+        self.store.mark_finished(search_id, "succeeded", fence=fence)
         return outcome.model_copy(update={"status": "succeeded"})
 
     def _run_with_recovery(self) -> SearchOutcome:
@@ -266,7 +281,7 @@ class SearchDriver:
         checkpoint, payload = self._readable_checkpoint()
         if checkpoint is None:
             self._gather([self._controller.reset.remote()])
-            self.store.rewind(self.search_id, -1)
+            self.store.rewind(self.search_id, -1, fence=self.fence)
             return 0, _Best()
         weights = ray.put(payload["weights"])
         rngs = payload["rng"]
@@ -277,7 +292,7 @@ class SearchDriver:
             ]
         )
         self._gather([self._controller.load_state_dict.remote(payload["controller"])])
-        self.store.rewind(self.search_id, checkpoint.epoch)
+        self.store.rewind(self.search_id, checkpoint.epoch, fence=self.fence)
         best = _Best(payload["best"]["reward"], _tuple_or_none(payload["best"]["arch"]))
         return checkpoint.epoch + 1, best
 
@@ -289,7 +304,7 @@ class SearchDriver:
                 return checkpoint, load_checkpoint(checkpoint.path)
             except ConfigError as e:
                 log.warning("%s; falling back to the checkpoint before it", e)
-                self.store.rewind(self.search_id, checkpoint.epoch - 1)
+                self.store.rewind(self.search_id, checkpoint.epoch - 1, fence=self.fence)
         return None, {}
 
     def _check_controller(self) -> None:
@@ -381,6 +396,7 @@ class SearchDriver:
                     baseline=stats.get("baseline"),
                     seconds=time.perf_counter() - started,
                 ),
+                fence=self.fence,
             )
             self._checkpoint(epoch, best)
         result = self._derive_phase(best)
@@ -456,7 +472,7 @@ class SearchDriver:
                 )
                 for i, s in enumerate(batch.samples)
             ]
-            self.store.add_samples(self.search_id, rows)
+            self.store.add_samples(self.search_id, rows, fence=self.fence)
             for row in rows:
                 rewards.append(row.reward)
                 best.offer(row.reward, row.arch)
@@ -506,7 +522,7 @@ class SearchDriver:
             _sample_row("derive", spec.epochs, 0, i, arch, scored[arch], spec.reward, version)
             for i, arch in enumerate(archs)
         ]
-        self.store.add_samples(self.search_id, rows)
+        self.store.add_samples(self.search_id, rows, fence=self.fence)
         winner = max(rows, key=lambda row: row.reward)  # first of equals: lowest index
         space = spec.space.build(
             num_classes=self.info["num_classes"], in_channels=self.info["in_channels"]
@@ -518,7 +534,7 @@ class SearchDriver:
             params=count_params(build_child(space, winner.arch)),
             candidates=len(unique),
         )
-        self.store.set_result(self.search_id, result)
+        self.store.set_result(self.search_id, result, fence=self.fence)
         # From here the best is the result, scored on the validation split, not the best
         # one-minibatch reward of the controller phase (a noisier, often higher number).
         best.reward, best.arch = winner.reward, tuple(winner.arch)
@@ -533,6 +549,10 @@ class SearchDriver:
         controller = self._gather([self._controller.state_dict.remote()])[0]
         weights = {k: v for k, v in states[0].items() if k != "rng"}
         path = checkpoint_path(self.checkpoint_dir, self.search_id, epoch)
+        if self.fence is not None:
+            # A file of each lease's own: a driver still saving after it lost its lease never
+            # replaces the file that the new driver's row names.
+            path = path.with_name(f"{path.stem}-attempt{self.fence.attempt}{path.suffix}")
         size = save_checkpoint(
             path,
             {
@@ -549,7 +569,9 @@ class SearchDriver:
             },
         )
         self.store.add_checkpoint(
-            self.search_id, CheckpointRecord(epoch=epoch, path=str(path.resolve()), bytes=size)
+            self.search_id,
+            CheckpointRecord(epoch=epoch, path=str(path.resolve()), bytes=size),
+            fence=self.fence,
         )
 
     # progress and cancellation
@@ -564,6 +586,7 @@ class SearchDriver:
             self._position.as_dict(),
             best_arch=best_arch,
             best_reward=None if best is None else best.reward,
+            fence=self.fence,
         )
         if self.on_progress is not None:
             self.on_progress(self._position)

@@ -2,12 +2,19 @@
 
 Both hand back a ``Launched`` handle that the dispatcher polls (``exit_status``) and stops
 (``stop``): SIGTERM first, so the driver releases its Ray resources, a kill after a grace.
+The driver is told the lease it runs under (``--worker``, ``--attempt``): its fence.
+
+A local driver dies with its dispatcher; a Ray Job outlives it. So before a search's Ray Job
+is submitted, the search's earlier jobs still running (found by their metadata) are stopped.
+Every call to the Ray Jobs API has a timeout: Ray's client has none, and a head that accepts
+connections but does not answer would hold the dispatcher's loop forever.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,11 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segnas.processes import die_with_parent
+from storage.fencing import Fence
 from workers.memory import killed_by_sigkill
 
 log = logging.getLogger(__name__)
 
 JOB_MODULE = "workers.job"
+SEARCH_METADATA = "segnas_search_id"  # the Ray Job metadata that names the job's search
+RAY_API_TIMEOUT_SECONDS = 30.0
 
 
 class Launched(Protocol):
@@ -38,7 +48,12 @@ class Launched(Protocol):
 
 
 class Launcher(Protocol):
-    def launch(self, search_id: str, attempt: int) -> Launched: ...
+    def launch(self, search_id: str, fence: Fence) -> Launched: ...
+
+
+def job_arguments(search_id: str, fence: Fence) -> list[str]:
+    """The driver's command line after the interpreter: the search and the lease it runs under."""
+    return ["-m", JOB_MODULE, search_id, "--worker", fence.worker, "--attempt", str(fence.attempt)]
 
 
 class LocalProcess:
@@ -73,16 +88,16 @@ class LocalLauncher:
         self.log_dir = log_dir
         self.env = env or {}
 
-    def launch(self, search_id: str, attempt: int) -> LocalProcess:
+    def launch(self, search_id: str, fence: Fence) -> LocalProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env}
         env.pop("RAY_ADDRESS", None)  # a local Ray of its own, never somebody's cluster
         log_path = self.log_dir / f"{search_id}.log"
         with open(log_path, "ab") as out:
-            out.write(f"--- attempt {attempt} ---\n".encode())
+            out.write(f"--- attempt {fence.attempt} ---\n".encode())
             out.flush()
             process = subprocess.Popen(
-                [sys.executable, "-m", JOB_MODULE, search_id],
+                [sys.executable, *job_arguments(search_id, fence)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -117,25 +132,66 @@ class RayJob:
 class RayJobLauncher:
     """Each search as a Ray Job on the cluster at ``address`` (its dashboard, e.g.
     ``http://ray-head:8265``). The driver runs on the head node and reaches the database and
-    the checkpoint folder through ``env`` (DATABASE_URL, SEGNAS_DATA_DIR)."""
+    the checkpoint folder through ``env`` (DATABASE_URL, SEGNAS_DATA_DIR).
 
-    def __init__(self, address: str, env: dict[str, str] | None = None) -> None:
-        from ray.job_submission import JobSubmissionClient
+    Args:
+        timeout_seconds: longest wait for any one answer of the Jobs API.
+    """
 
-        self.client = JobSubmissionClient(address)
+    def __init__(
+        self,
+        address: str,
+        env: dict[str, str] | None = None,
+        *,
+        timeout_seconds: float = RAY_API_TIMEOUT_SECONDS,
+    ) -> None:
+        self.client = jobs_client(address, timeout_seconds)
         # The operator's placement timeout (workers.placement) reaches the cluster's drivers.
         timeout = {k: v for k, v in os.environ.items() if k == "SEGNAS_PLACEMENT_TIMEOUT_S"}
         self.env = {**timeout, **(env or {})}
 
-    def launch(self, search_id: str, attempt: int) -> RayJob:
-        submission_id = f"segnas-{search_id}-{attempt}"
+    def launch(self, search_id: str, fence: Fence) -> RayJob:
+        self.stop_earlier(search_id)
+        submission_id = f"segnas-{search_id}-{fence.attempt}"
         self.client.submit_job(
-            entrypoint=f"python -m {JOB_MODULE} {search_id}",
+            entrypoint=shlex.join(["python", *job_arguments(search_id, fence)]),
             submission_id=submission_id,
             runtime_env={"env_vars": self.env} if self.env else None,
-            metadata={"segnas_search_id": search_id},
+            metadata={
+                SEARCH_METADATA: search_id,
+                "segnas_worker": fence.worker,
+                "segnas_attempt": str(fence.attempt),
+            },
         )
         return RayJob(self.client, submission_id)
+
+    def stop_earlier(self, search_id: str) -> list[str]:
+        """Stop the search's Ray Jobs that still run (a dispatcher that died left them);
+        returns their submission ids. Their fence stops their writes already; this frees
+        their resources for the new driver."""
+        stopped = []
+        for job in self.client.list_jobs():
+            if (job.metadata or {}).get(SEARCH_METADATA) != search_id or job.status.is_terminal():
+                continue
+            log.warning("stopping %s, an earlier driver of search %s", job.submission_id, search_id)
+            self.client.stop_job(job.submission_id)
+            stopped.append(job.submission_id)
+        return stopped
+
+
+def jobs_client(address: str, timeout_seconds: float) -> Any:
+    """A Ray ``JobSubmissionClient`` for ``address`` whose every HTTP request (the version
+    check in its constructor too) gives up after ``timeout_seconds``. Ray's public methods
+    take no timeout; they all go through ``_do_request``, which hands its keyword arguments
+    to ``requests``."""
+    from ray.job_submission import JobSubmissionClient
+
+    class TimedClient(JobSubmissionClient):  # type: ignore[misc]
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", timeout_seconds)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return TimedClient(address)
 
 
 def jobs_address(ray_address: str) -> str:
