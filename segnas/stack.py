@@ -42,8 +42,12 @@ class LocalStack:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> LocalStack:
+        # What the service writes (database, checkpoints, logs, the embedded Redis's files)
+        # is its user's only: 0600 files, 0700 folders, for this process and its children.
+        os.umask(0o077)
         folder = data_dir().resolve()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
         os.environ["SEGNAS_DATA_DIR"] = str(folder)
         embedded_db = not os.environ.get("DATABASE_URL")
         engine = make_engine(database_url())

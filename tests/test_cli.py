@@ -179,3 +179,13 @@ def test_building_the_parser_does_not_import_torch():
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_ray_job_gets_the_database_url_without_its_password() -> None:
+    from sqlalchemy.engine import make_url
+
+    from segnas.commands.worker import job_database_url
+
+    url = make_url("postgresql+psycopg://segnas:s3cret@postgres:5432/segnas")
+    assert job_database_url(url) == "postgresql+psycopg://segnas@postgres:5432/segnas"
+    assert job_database_url(make_url("sqlite:////data/segnas.db")) == "sqlite:////data/segnas.db"

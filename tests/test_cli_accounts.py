@@ -162,6 +162,11 @@ def test_a_user_and_a_token_drive_the_shared_server_from_the_terminal(
     admin_token = (Path(served["SEGNAS_DATA_DIR"]) / "admin-token").read_text().strip()
     admin = {**served, "SEGNAS_TOKEN": admin_token}
     assert search["id"] in cli(admin, "remote", "list").stdout
+    # What the service wrote is its user's only.
+    folder = Path(served["SEGNAS_DATA_DIR"])
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name in ("segnas.db", "admin-token"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
     # Revoked, ada's token stops working at once.
     cli(served, "token", "revoke", made["id"])
     assert cli(ada, "remote", "list", check=False).returncode == 2

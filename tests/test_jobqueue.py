@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 
 from jobqueue import EmbeddedRedis, JobQueue, QueueUnavailableError, redis_client
 
@@ -95,3 +98,26 @@ def test_the_embedded_server_keeps_entries_across_a_restart(tmp_path: Path) -> N
         assert queue.claim_stale("c2", min_idle_ms=0, count=5) == [delivered]
         assert [j.search_id for j in queue.read("c2", 5, block_ms=10)] == ["b"]
         queue.client.close()
+
+
+def test_the_embedded_server_wants_its_password_and_refuses_admin_commands(
+    tmp_path: Path,
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        assert server.password and server.password in server.url
+        anonymous = redis.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=2)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.ping()
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        for command in (("CONFIG", "SET", "dir", "/tmp"), ("SAVE",), ("DEBUG", "SLEEP", "0")):
+            with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+                client.execute_command(*command)
+        client.close()
+        anonymous.close()
+        folder = tmp_path / "redis"
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        for name in ("password", "redis.conf"):
+            assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
+        seen = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert server.password not in seen  # not on any command line

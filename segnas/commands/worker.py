@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workers.dispatcher import DispatcherConfig
@@ -57,6 +57,11 @@ def dispatcher_config(args: argparse.Namespace) -> DispatcherConfig:
         raise ConfigError(f"worker options: {validation_problems(e)}") from None
 
 
+def job_database_url(url: Any) -> str:
+    """The database URL for a Ray Job's environment: without its password."""
+    return url._replace(password=None).render_as_string(hide_password=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from jobqueue import JobQueue, redis_client
     from storage.engine import data_dir, database_url, make_engine
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from workers.dispatcher import Dispatcher
     from workers.launchers import LocalLauncher, RayJobLauncher, jobs_address
 
+    os.umask(0o077)  # checkpoints and logs: the service user's only
     config = dispatcher_config(args)
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
@@ -80,12 +86,15 @@ def run(args: argparse.Namespace) -> int:
     prefix = os.environ.get("SEGNAS_QUEUE_PREFIX") or "segnas"
     queue = JobQueue(redis_client(redis_url, socket_timeout=10), prefix=prefix)
     # The driver reaches the same database and data folder as this dispatcher.
-    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
-    env["SEGNAS_DATA_DIR"] = str(folder)
+    env = {"SEGNAS_DATA_DIR": str(folder)}
     ray_address = os.environ.get("RAY_ADDRESS")
     if ray_address:
+        # A Ray Job's runtime_env is shown by the Ray dashboard: the database password stays
+        # out of it; the cluster's nodes give it to libpq themselves (PGPASSWORD, ~/.pgpass).
+        env["DATABASE_URL"] = job_database_url(engine.url)
         launcher: Launcher = RayJobLauncher(jobs_address(ray_address), env=env)
     else:
+        env["DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
         launcher = LocalLauncher(Path(folder) / "logs", env=env)
 
     stop = threading.Event()
