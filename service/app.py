@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from swagger_ui_bundle import swagger_ui_path
 
-from jobqueue import JobQueue, QueueUnavailableError, redis_client
+from jobqueue import DispatcherHeartbeats, JobQueue, QueueUnavailableError, redis_client
 from segnas import __version__
 from service.auth import router as auth_router
 from service.blocking import blocking, make_pool
@@ -30,7 +30,7 @@ from service.evaluations import router as evaluations_router
 from service.guards import RequestGuard
 from service.limits import BodyGuard
 from service.pages import WEB_DIR
-from service.schemas import Health
+from service.schemas import DispatchersHealth, Health
 from service.searches import router as searches_router
 from service.settings import Settings
 from storage.engine import make_engine
@@ -110,13 +110,33 @@ def create_app(
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def healthz(request: Request) -> JSONResponse:
-        """Whether the database and Redis answer."""
-        database, redis = await blocking(request, _check, request.app.state)
-        ok = database == redis == "ok"
-        health = Health(status="ok" if ok else "unavailable", database=database, redis=redis)
-        return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
+        """Whether the database and Redis answer and, when the service expects dispatchers,
+        whether one of them has a live heartbeat."""
+        health = await blocking(request, _health, request.app.state)
+        body = health.model_dump(exclude={"dispatchers"} if health.dispatchers is None else None)
+        return JSONResponse(body, status_code=200 if health.status == "ok" else 503)
 
     return app
+
+
+def _health(state: State) -> Health:
+    database, redis = _check(state)
+    dispatchers = None
+    if state.settings.expect_dispatchers and redis == "ok":
+        try:
+            seen = DispatcherHeartbeats(state.queue).seen()
+            dispatchers = DispatchersHealth(
+                alive=seen.alive, last_heartbeat_seconds=seen.newest_seconds
+            )
+        except QueueUnavailableError as e:
+            log.warning("healthz: %s", e)
+            redis = "Redis does not answer"
+    status = "ok"
+    if database != "ok" or redis != "ok":
+        status = "unavailable"
+    elif dispatchers is not None and dispatchers.alive == 0:
+        status = "degraded"
+    return Health(status=status, database=database, redis=redis, dispatchers=dispatchers)
 
 
 def _check(state: State) -> tuple[str, str]:

@@ -182,10 +182,27 @@ class RetrainList(BaseModel):
     items: list[RetrainOut]
 
 
+class DispatchersHealth(BaseModel):
+    """The dispatchers' heartbeats in Redis (each dispatcher beats at every turn of its loop;
+    a beat lapses after its lease time)."""
+
+    alive: int = Field(description="dispatchers whose last heartbeat has not lapsed")
+    last_heartbeat_seconds: float | None = Field(
+        description="age of the newest heartbeat, in seconds; null when none is alive"
+    )
+
+
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    """``ok``; ``unavailable`` when the database or Redis does not answer; ``degraded`` when
+    searches are to be run by dispatchers (``SEGNAS_EXPECT_DISPATCHERS``) and none has a live
+    heartbeat: new searches would wait. Both are answered with 503."""
+
+    status: Literal["ok", "degraded", "unavailable"]
     database: str
     redis: str
+    dispatchers: DispatchersHealth | None = Field(
+        None, description="present when the service expects dispatchers"
+    )
 
 
 class Problem(BaseModel):
