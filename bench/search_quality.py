@@ -46,6 +46,9 @@ def run_search(spec: SearchSpec) -> tuple[Path, float]:
     from workers.entry import open_store
     from workers.entry import run_search as run
 
+    # Its final supernet is what the bench scores: keep the last checkpoint after success.
+    keep = spec.checkpoints.model_copy(update={"keep_after_success": True})
+    spec = spec.model_copy(update={"checkpoints": keep})
     folder = Path(tempfile.mkdtemp(prefix="segnas-quality-"))
     store = open_store(f"sqlite:///{folder / 'segnas.db'}")
     started = time.perf_counter()

@@ -39,7 +39,7 @@ class Budget(BaseModel):
         max_replicas: supernet replicas (``SEGNAS_MAX_REPLICAS``).
         max_gpus: GPUs of all replicas together (``SEGNAS_MAX_GPUS``).
         max_cpus: CPUs of all replicas together (``SEGNAS_MAX_CPUS``).
-        max_checkpoint_bytes: all the search's checkpoints, one per epoch
+        max_checkpoint_bytes: the search's checkpoints kept at once (``checkpoints.keep``)
             (``SEGNAS_MAX_CHECKPOINT_BYTES``).
     """
 
@@ -206,7 +206,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "max_checkpoint_bytes",
         "SEGNAS_MAX_CHECKPOINT_BYTES",
-        "estimated checkpoints (one per epoch, all kept)",
+        "estimated checkpoints kept at once",
         lambda cost, _: cost.checkpoint_bytes,
         "lower epochs, space.layers or space.channels",
         unit="bytes",

@@ -15,8 +15,8 @@ here builds a network or reads a data set: every figure follows from the spec's 
 - **Work**: images passed through a network over the whole search (sample-passes): per epoch
   the shared steps' batches and the controller phase's scoring minibatches, then the derive
   phase's candidates on the validation split.
-- **Checkpoints**: one per epoch, all kept (``workers.checkpoints``): weights, buffers and the
-  optimizer's state each.
+- **Checkpoints**: one per epoch, the newest ``checkpoints.keep`` kept
+  (``workers.checkpoints``): weights, buffers and the optimizer's state each.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class SpecCost(BaseModel):
         train_images, val_images: split sizes; None when unknown before loading (``folder``).
         shared_steps: shared steps per epoch; None when the train split's size is unknown.
         work: sample-passes over the whole search; None when the split sizes are unknown.
-        checkpoint_bytes: all checkpoints together (one per epoch, all kept).
+        checkpoint_bytes: the checkpoints kept at once (``checkpoints.keep`` of them at most).
         replicas, cpus, gpus: what the search asks Ray for, all replicas together.
         notes: what the estimate could not count, and why.
     """
@@ -151,7 +151,7 @@ def estimate_cost(spec: SearchSpec) -> SpecCost:
         val_images=data.val,
         shared_steps=steps,
         work=total_work(spec, steps, data.val),
-        checkpoint_bytes=spec.epochs * (weights + optimizer),
+        checkpoint_bytes=min(spec.epochs, spec.checkpoints.keep) * (weights + optimizer),
         replicas=res.replicas,
         cpus=res.replicas * res.cpus_per_replica,
         gpus=res.replicas * res.gpus_per_replica,

@@ -145,6 +145,20 @@ class DeriveSpec(_Section):
         return self
 
 
+class CheckpointSpec(_Section):
+    """What a search keeps of its checkpoints (one is written after every epoch).
+
+    Args:
+        keep: the newest checkpoints kept while it runs (older ones are deleted as new ones
+            land): a resume needs the newest; the one before it covers a torn file.
+        keep_after_success: keep them once the search has succeeded (``segnas evaluate``
+            scores the final supernet); by default a finished search keeps none.
+    """
+
+    keep: int = Field(2, ge=1, le=10_000)
+    keep_after_success: bool = False
+
+
 class ResourcesSpec(_Section):
     """What each supernet replica asks Ray for.
 
@@ -179,7 +193,8 @@ class SearchSpec(_Section):
         reward: the metric that rewards the controller: ``accuracy``, ``miou`` or
             ``miou_plus`` (the paper's three).
         dataset: the data set (``shapes``, ``digits``, ``voc`` or ``folder``).
-        space, shared, controller_phase, controller, derive, resources: see their sections.
+        space, shared, controller_phase, controller, derive, resources, checkpoints: see
+            their sections.
     """
 
     name: str | None = Field(None, max_length=200)
@@ -193,6 +208,7 @@ class SearchSpec(_Section):
     controller: ReinforceConfig = Field(default_factory=ReinforceConfig)
     derive: DeriveSpec = Field(default_factory=DeriveSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
 
     @model_validator(mode="before")
     @classmethod

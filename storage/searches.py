@@ -509,6 +509,28 @@ class SearchStore:
         with self._session() as s:
             return [CheckpointRecord.model_validate(r) for r in s.scalars(query)]
 
+    def prune_checkpoints(
+        self, search_id: str, *, keep: int, fence: Fence | None = None
+    ) -> list[str]:
+        """Forget all but the newest ``keep`` checkpoints (0: all of them).
+
+        Returns:
+            The paths of the forgotten ones' files, for the caller to delete.
+        """
+        with self._session() as s:
+            hold(s, search_id, fence)
+            rows = list(
+                s.scalars(
+                    select(Checkpoint)
+                    .where(Checkpoint.search_id == search_id)
+                    .order_by(Checkpoint.epoch.desc())
+                    .offset(keep)
+                )
+            )
+            if rows:
+                s.execute(delete(Checkpoint).where(Checkpoint.id.in_([r.id for r in rows])))
+            return [r.path for r in rows]
+
     def rewind(self, search_id: str, epoch: int, *, fence: Fence | None = None) -> None:
         """Forget everything recorded after epoch ``epoch`` finished (-1: after the start), so
         that a resumed search writes those rows again exactly once."""

@@ -70,7 +70,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
         url = f"sqlite:///{tmp / 'segnas.db'}"
         upgrade(url)
         store = SearchStore(url)
-        spec = tiny(**{"resources.replicas": replicas, "epochs": 3})
+        # The 2-replica search also keeps its newest checkpoint after success (retention).
+        keep = {"checkpoints.keep": 1, "checkpoints.keep_after_success": True}
+        spec = tiny(
+            **{"resources.replicas": replicas, "epochs": 3, **(keep if replicas == 2 else {})}
+        )
         outcome = run(store, tmp, spec)
         out[replicas] = {
             "spec": spec,
@@ -79,6 +83,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "rows": rows(store, outcome.search_id),
             "epochs": store.epochs(outcome.search_id),
             "result": store.result(outcome.search_id),
+            "checkpoints": store.checkpoints(outcome.search_id),
+            "files": sorted(p.name for p in (tmp / "ckpt").rglob("*") if p.is_file()),
         }
         store.close()
     return out
@@ -108,6 +114,13 @@ def test_a_search_records_every_sample_epoch_checkpoint_and_its_result(reference
     assert ref["search"].best_reward == outcome.best_reward
     assert ref["search"].progress["phase"] == "derive"
     assert ref["result"].params > 0
+
+
+def test_a_search_keeps_its_newest_checkpoints_and_none_after_success(reference: dict) -> None:
+    assert reference[1]["checkpoints"] == [] and reference[1]["files"] == []
+    [kept] = reference[2]["checkpoints"]  # keep: 1, keep_after_success: true
+    assert kept.epoch == 2
+    assert reference[2]["files"] == sorted(["controller.pt", Path(kept.path).name])
 
 
 def test_same_spec_and_seed_give_the_same_architectures(

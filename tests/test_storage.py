@@ -333,6 +333,21 @@ def test_a_duplicate_slot_is_refused_and_keeps_what_was_stored(store: SearchStor
 # epochs, checkpoints, result
 
 
+def test_pruning_keeps_the_newest_checkpoints_and_names_the_files_of_the_rest(
+    store: SearchStore,
+) -> None:
+    search_id = store.create(SPEC).id
+    for epoch in range(4):
+        store.add_checkpoint(search_id, checkpoint(epoch))
+    assert store.prune_checkpoints(search_id, keep=2) == [checkpoint(1).path, checkpoint(0).path]
+    assert store.checkpoints(search_id) == [checkpoint(2), checkpoint(3)]
+    assert store.prune_checkpoints(search_id, keep=2) == []
+    assert sorted(store.prune_checkpoints(search_id, keep=0)) == [
+        checkpoint(2).path, checkpoint(3).path
+    ]  # fmt: skip
+    assert store.checkpoints(search_id) == []
+
+
 def test_epochs_and_checkpoints(store: SearchStore) -> None:
     search_id = store.create(SPEC).id
     assert store.epochs(search_id) == []

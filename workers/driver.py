@@ -25,6 +25,7 @@ driver stops, writing nothing more (not even ``failed``: the search is the new d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -203,6 +204,8 @@ class SearchDriver:
             raise
         finally:
             self._teardown()
+        if not self.spec.checkpoints.keep_after_success:
+            self._forget_state()  # a search that succeeded is never resumed
         self.store.mark_finished(search_id, "succeeded", fence=fence)
         return outcome.model_copy(update={"status": "succeeded"})
 
@@ -573,6 +576,24 @@ class SearchDriver:
             CheckpointRecord(epoch=epoch, path=str(path.resolve()), bytes=size),
             fence=self.fence,
         )
+        self._prune_checkpoints(self.spec.checkpoints.keep)
+
+    def _forget_state(self) -> None:
+        """Every checkpoint of the search and the controller's restart state, and their
+        folder once it is empty."""
+        self._prune_checkpoints(0)
+        folder = self.checkpoint_dir / self.search_id
+        (folder / "controller.pt").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty (a file of the user's), or gone
+            folder.rmdir()
+
+    def _prune_checkpoints(self, keep: int) -> None:
+        """Keep the newest ``keep`` checkpoints: rows first (fenced), then their files."""
+        for old in self.store.prune_checkpoints(self.search_id, keep=keep, fence=self.fence):
+            try:
+                Path(old).unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("could not delete checkpoint %s: %s", old, e.strerror)
 
     # progress and cancellation
 

@@ -45,7 +45,7 @@ from reports.evaluation import (
     seed_agreement,
     summarise,
 )
-from segnas.spec import RewardName, SearchSpec, apply_overrides
+from segnas.spec import CheckpointSpec, RewardName, SearchSpec, apply_overrides
 from storage.evaluations import EvaluationRecord, EvaluationStore, ScoreRecord, TrainingRecord
 from storage.searches import SearchStore
 from supernet.errors import ConfigError, SearchFaultError
@@ -105,8 +105,14 @@ class EvaluateSettings(BaseModel):
 def evaluation_id(spec: SearchSpec, settings: EvaluateSettings) -> str:
     """The evaluation of ``spec`` under ``settings``: the same inputs, the same id (how many
     searches run at once changes no result, so it is not part of it)."""
+    # A section added to the spec after an evaluation began does not change its identity
+    # while it keeps its defaults: the same evaluation continues on newer code.
+    later = {"checkpoints"} if spec.checkpoints == CheckpointSpec() else set()
     blob = json.dumps(
-        [spec.model_dump(mode="json"), settings.model_dump(mode="json", exclude={"parallel"})],
+        [
+            spec.model_dump(mode="json", exclude=later),
+            settings.model_dump(mode="json", exclude={"parallel"}),
+        ],
         sort_keys=True,
     )
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
@@ -118,6 +124,7 @@ def search_spec(base: SearchSpec, seed: int, method: str, tag: str) -> SearchSpe
         "seed": base.seed + seed,
         "controller.seed": base.controller.seed + seed,
         "name": f"evaluate {tag} seed {seed} {method}",
+        "checkpoints.keep_after_success": True,  # its supernet is scored after it ends
     }
     if method == "random_ws":
         overrides["controller.sampler"] = "uniform"
