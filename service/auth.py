@@ -93,8 +93,7 @@ def owned_search(store: SearchStore, user: Principal, search_id: str) -> SearchR
         SearchNotFoundError: no such search, or another user's.
     """
     record = store.get(search_id)
-    if not user.owns(record.owner_id):
-        raise SearchNotFoundError(f"no search with id {search_id!r}")
+    check_owner(user, record.owner_id, search_id)
     return record
 
 

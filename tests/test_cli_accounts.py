@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from served import running_server, serve_env
 
 from segnas.commands.serve import choose_auth, is_loopback
 from storage.accounts import TOKEN_PREFIX, bootstrap_admin_token, open_accounts
@@ -81,48 +78,17 @@ def last_json(done: subprocess.CompletedProcess) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """``segnas serve --auth required --dispatchers 0`` on a free port; yields the CLI's
     environment for that server (no token in it)."""
     folder = tmp_path_factory.mktemp("served")
-    env = {**os.environ, "SEGNAS_DATA_DIR": str(folder), "RAY_AUTH_MODE": "disabled"}
-    for name in ("DATABASE_URL", "REDIS_URL", "RAY_ADDRESS", "SEGNAS_AUTH", "SEGNAS_TOKEN"):
-        env.pop(name, None)
-    port = free_port()
-    log = (folder / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "segnas.cli", "serve", "--port", str(port), "--auth", "required",
-         "--dispatchers", "0"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            assert process.poll() is None, (folder / "serve.log").read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        yield {**env, "SEGNAS_SERVER": base}
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        output = (folder / "serve.log").read_text()
-        assert "authentication required" in output.splitlines()[0]
-        assert "segnas_" not in output  # the admin token went to its file, not the log
+    options = ("--auth", "required", "--dispatchers", "0")
+    with running_server(folder, *options) as server:
+        yield {**serve_env(folder), "SEGNAS_SERVER": server.base}
+    output = server.log_path.read_text()
+    assert "authentication required" in output.splitlines()[0]
+    assert "segnas_" not in output  # the admin token went to its file, not the log
 
 
 def test_a_user_and_a_token_drive_the_shared_server_from_the_terminal(

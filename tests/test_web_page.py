@@ -7,104 +7,39 @@ Ray) in the test's folder, so the page starts a real search and shows it to the 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
 import yaml
+from served import Server, running_server, serve_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SERVER_START_S = 120
 SEARCH_FINISH_S = 300
-
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float) -> T:
-    """Poll ``probe`` every second until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}", pytrace=False)
-        time.sleep(1)
-
-
-@dataclass(frozen=True)
-class Server:
-    base: str
-    log_path: Path
-
-    def print_output(self) -> None:
-        _print_log(self.log_path)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``segnas serve`` on a free port with a fresh data folder, shared by the module
     (on loopback: without accounts, as ``make demo`` runs it)."""
-    yield from serve(tmp_path_factory)
+    with running_server(tmp_path_factory.mktemp("segnas-data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``segnas serve --auth required`` with the API only (searches stay queued)."""
-    yield from serve(tmp_path_factory, "--auth", "required", "--dispatchers", "0")
-
-
-def serve_env(data_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "SEGNAS_DATA_DIR": str(data_dir), "RAY_AUTH_MODE": "disabled"}
-    for name in ("DATABASE_URL", "REDIS_URL", "RAY_ADDRESS", "SEGNAS_AUTH"):
-        env.pop(name, None)
-    return env
-
-
-def serve(tmp_path_factory: pytest.TempPathFactory, *options: str) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("segnas-data")
-    log_path = data_dir / "serve.log"
-    port = free_port()
-    env = serve_env(data_dir)
-    command = [sys.executable, "-m", "segnas.cli", "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port), *options]
-    with log_path.open("wb") as log:
-        # Its own session: teardown can end whatever the server left behind, and only that.
-        process = subprocess.Popen(
-            command,
-            cwd=data_dir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(base, process, log_path)
-        yield Server(base, log_path)
-    finally:
-        _stop(process)
+    options = ("--auth", "required", "--dispatchers", "0")
+    with running_server(tmp_path_factory.mktemp("segnas-data"), *options) as running:
+        yield running
 
 
 @pytest.fixture
@@ -114,40 +49,6 @@ def base_url(server: Server, request: pytest.FixtureRequest) -> Iterator[str]:
     yield server.base
     if request.session.testsfailed > failed_before:
         server.print_output()  # shown with the failure, as this test's teardown output
-
-
-def _wait_until_healthy(base: str, process: subprocess.Popen, log_path: Path) -> None:
-    try:
-        wait_until("GET /healthz to answer 200", lambda: _healthy(base, process), SERVER_START_S)
-    except BaseException:
-        _print_log(log_path)
-        raise
-
-
-def _healthy(base: str, process: subprocess.Popen) -> bool:
-    if process.poll() is not None:
-        pytest.fail(f"segnas serve exited with status {process.returncode}", pytrace=False)
-    try:
-        return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # children that outlived the server
-
-
-def _print_log(log_path: Path) -> None:
-    text = log_path.read_text(errors="replace") if log_path.exists() else "(no output)"
-    print(f"--- segnas serve output ({log_path}) ---\n{text[-20_000:]}", file=sys.stderr)
 
 
 @pytest.fixture
