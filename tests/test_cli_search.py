@@ -54,7 +54,8 @@ def test_search_json_reports_the_outcome_and_the_rows_are_in_the_data_folder(
     assert all(isinstance(c, int) for c in outcome["best_arch"]) and len(outcome["best_arch"]) == 3
     assert 0 <= outcome["best_reward"] <= 1
     assert (tmp_path / "data" / "segnas.db").exists()
-    assert (tmp_path / "data" / "checkpoints" / outcome["search_id"] / "epoch-00000.pt").exists()
+    # Retention at the defaults: a search that succeeded keeps no checkpoint (it is never resumed).
+    assert not (tmp_path / "data" / "checkpoints" / outcome["search_id"]).exists()
 
     current = segnas(tmp_path, "db", "current", "--json")
     assert current.returncode == 0, current.stderr

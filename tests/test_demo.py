@@ -38,7 +38,8 @@ def test_demo_serves_submits_follows_and_prints_the_result(tmp_path: Path) -> No
     assert any(line.startswith("miou ") for line in lines)  # the validation metrics table
     assert lines[-1] == f"page: http://127.0.0.1:{port}/searches/{search_id}"
     assert f"search {search_id} queued" in done.stderr
-    # Everything it kept is in the data folder: the database, Redis's files, checkpoints.
+    # Everything it kept is in the data folder: the database and Redis's files; no checkpoint
+    # outlives a search that succeeded (checkpoints.keep_after_success is off by default).
     data = tmp_path / "data"
     assert (data / "segnas.db").is_file()
-    assert (data / "checkpoints" / search_id).is_dir()
+    assert not (data / "checkpoints" / search_id).exists()

@@ -128,3 +128,27 @@ def test_the_timeout_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setenv(PLACEMENT_TIMEOUT_ENV, bad)
         with pytest.raises(ConfigError, match=PLACEMENT_TIMEOUT_ENV):
             placement_timeout()
+
+
+@ray.remote(num_cpus=0)
+def reserve_inside(resources: ResourcesSpec) -> bool:
+    """As a Tune trial's driver: whether it made a group of its own."""
+    return reserve_replicas(resources, timeout_s=0.5) is not None
+
+
+def test_inside_a_placement_group_the_driver_reserves_nothing() -> None:
+    """A Tune trial's placement group already holds its replicas' CPUs (segnas reproduce): a
+    reservation of its own would wait for what the trial holds, and time out."""
+    parent = ray.util.placement_group([{"CPU": 1}, {"CPU": 1}])
+    assert parent.wait(timeout_seconds=60)
+    try:
+        strategy = ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy(
+            parent, placement_group_capture_child_tasks=True
+        )
+        inside = reserve_inside.options(scheduling_strategy=strategy).remote(
+            ResourcesSpec(replicas=2, cpus_per_replica=1)
+        )
+        assert ray.get(inside, timeout=60) is False
+    finally:
+        release(parent)
+    wait_for("the CPUs to be free again", lambda: free_cpus() == 2)

@@ -151,6 +151,6 @@ def test_a_search_submitted_as_a_ray_job_writes_its_rows(
         samples = store.samples(outcome["search_id"])
         assert len(samples) == outcome["samples"] > 0
         assert store.result(outcome["search_id"]).arch == outcome["best_arch"]
-        assert store.last_checkpoint(outcome["search_id"]).epoch == 0
+        assert store.last_checkpoint(outcome["search_id"]) is None  # none kept after success
     finally:
         store.close()

@@ -20,7 +20,12 @@ import os
 from typing import Any
 
 import ray
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import (
+    PlacementGroup,
+    get_current_placement_group,
+    placement_group,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from segnas.spec import ResourcesSpec
@@ -56,14 +61,22 @@ def placement_timeout() -> float:
     return value
 
 
-def reserve_replicas(resources: ResourcesSpec, timeout_s: float | None = None) -> PlacementGroup:
+def reserve_replicas(
+    resources: ResourcesSpec, timeout_s: float | None = None
+) -> PlacementGroup | None:
     """Reserve one bundle of ``cpus_per_replica`` CPUs (and ``gpus_per_replica`` GPUs) per
     replica, packed on as few nodes as fit, waiting at most ``timeout_s`` seconds (default
     ``placement_timeout()``).
 
+    Returns None, reserving nothing, when the driver already runs inside a placement group (a
+    Ray Tune trial's, as ``segnas reproduce`` starts it): that group holds the replicas'
+    resources, and a second reservation would wait for what its own parent holds.
+
     Raises:
         PlacementTimeoutError: not reserved in time; nothing stays reserved.
     """
+    if get_current_placement_group() is not None:
+        return None
     timeout_s = placement_timeout() if timeout_s is None else timeout_s
     bundle = {"CPU": resources.cpus_per_replica}
     if resources.gpus_per_replica:
@@ -77,8 +90,11 @@ def reserve_replicas(resources: ResourcesSpec, timeout_s: float | None = None) -
     raise PlacementTimeoutError(_unplaced(resources, timeout_s, have, free))
 
 
-def in_bundle(group: PlacementGroup, rank: int) -> PlacementGroupSchedulingStrategy:
-    """The scheduling strategy that puts replica ``rank`` in its own bundle of ``group``."""
+def in_bundle(group: PlacementGroup | None, rank: int) -> PlacementGroupSchedulingStrategy | None:
+    """The scheduling strategy that puts replica ``rank`` in its own bundle of ``group``; with
+    no group of its own (see ``reserve_replicas``), Ray's default: the enclosing group's."""
+    if group is None:
+        return None
     return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank)
 
 
