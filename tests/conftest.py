@@ -25,6 +25,10 @@ from storage.engine import normalise_url
 from storage.migrate import upgrade
 from storage.searches import SearchStore
 
+# The suite runs its Rays with RAY_AUTH_MODE=disabled (no Ray token files to make or share);
+# segnas refuses that where others could reach the Ray unless told the machine is the tests'.
+os.environ.setdefault("SEGNAS_ALLOW_UNAUTHENTICATED_RAY", "1")
+
 POSTGRES_URL_ENV = "SEGNAS_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from segnas.processes import die_with_parent
 from storage.fencing import Fence
 from workers.memory import killed_by_sigkill
+from workers.ray_auth import check_ray_auth
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,8 @@ def jobs_client(address: str, timeout_seconds: float) -> Any:
     take no timeout; they all go through ``_do_request``, which hands its keyword arguments
     to ``requests``."""
     from ray.job_submission import JobSubmissionClient
+
+    check_ray_auth(address)
 
     class TimedClient(JobSubmissionClient):  # type: ignore[misc]
         def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:

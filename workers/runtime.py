@@ -15,6 +15,8 @@ from typing import Any
 import ray
 from ray._private import ray_constants
 
+from workers.ray_auth import check_ray_auth
+
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 
 
@@ -33,10 +35,14 @@ def ensure_ray(address: str | None = None) -> None:
         address: a cluster (``auto``, ``ray://host:10001``, ``host:6379``); default
             ``RAY_ADDRESS``; with neither, a local Ray for this process alone (no dashboard,
             a small object store: only weights and metrics cross it).
+
+    Raises:
+        ConfigError: Ray's authentication is off where others can reach it (``check_ray_auth``).
     """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    check_ray_auth(address)
     if address:
         global _connected_to_cluster
         _init(address=address, logging_level=logging.WARNING)

@@ -151,9 +151,12 @@ def run(args: argparse.Namespace) -> int:
     from segnas.stack import LocalStack
     from segnas.supervisor import supervised
     from service.settings import AUTH_ENV
+    from workers.ray_auth import check_ray_auth
 
     check_counts(args)
     auth = choose_auth(args.host, args.auth)
+    if args.dispatchers:  # its searches' Ray: refused now rather than each search failing
+        check_ray_auth(os.environ.get("RAY_ADDRESS"))
     check_port(args.host, args.port)
     hosts_note = allow_listen_host(args.host)
     expect_dispatchers(args.dispatchers)

@@ -70,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from supernet.errors import ConfigError
     from workers.dispatcher import Dispatcher
     from workers.launchers import LocalLauncher, RayJobLauncher, jobs_address
+    from workers.ray_auth import check_ray_auth
 
     os.umask(0o077)  # checkpoints and logs: the service user's only
     config = dispatcher_config(args)
+    check_ray_auth(os.environ.get("RAY_ADDRESS"))  # before a search is taken, not in each
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         raise ConfigError("set REDIS_URL to the job queue's Redis (segnas serve starts one)")
