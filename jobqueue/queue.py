@@ -16,7 +16,9 @@ re-enqueues every active search from the database.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -74,14 +76,45 @@ class Job:
     search_id: str
 
 
+REDIS_PASSWORD_FILE_ENV = "REDIS_PASSWORD_FILE"
+"""A file holding the Redis password, for a URL without one (a secret file, as compose's)."""
+
+
 def redis_client(url: str, **kwargs: Any) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) that answers strings."""
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) that answers strings.
+
+    A URL without a password takes it from the file ``REDIS_PASSWORD_FILE`` names, if set, so
+    that the password need be in no environment or command line.
+
+    Raises:
+        SegnasError: not a Redis URL, or the password file cannot be read.
+    """
+    password_file = os.environ.get(REDIS_PASSWORD_FILE_ENV)
+    if password_file and "password" not in kwargs:
+        try:
+            password = Path(password_file).read_text().strip()
+        except OSError as e:
+            raise SegnasError(
+                f"cannot read the Redis password from {REDIS_PASSWORD_FILE_ENV}="
+                f"{password_file!r}: {e.strerror}"
+            ) from None
+        kwargs["password"] = password
     try:
-        return redis.Redis.from_url(url, decode_responses=True, **kwargs)
+        client = redis.Redis.from_url(url, decode_responses=True, **kwargs)
     except ValueError as e:
         raise SegnasError(
-            f"{url!r} is not a Redis URL ({e}); use e.g. redis://host:6379/0"
+            f"{_without_password(url)!r} is not a Redis URL ({e}); use e.g. redis://host:6379/0"
         ) from None
+    return client
+
+
+def _without_password(url: str) -> str:
+    """``url`` as it may be shown: a password in it replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostpart}"
 
 
 class JobQueue:

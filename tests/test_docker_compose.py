@@ -28,7 +28,11 @@ from segnas.cli import VERBS, build_parser
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
 SEGNAS_IMAGE = "segnas:latest"
-SERVICES = {"postgres", "redis", "migrate", "api", "dispatcher", "ray-head", "ray-gpu-worker"}
+SERVICES = {
+    "secrets", "postgres", "redis", "migrate", "api", "dispatcher", "ray-head", "ray-gpu-worker",
+}  # fmt: skip
+SECRETS = "/run/segnas-secrets"
+SEGNAS_READERS = ("migrate", "api", "dispatcher", "ray-head", "ray-gpu-worker")
 # Verbs the compose file runs that another change adds to segnas.cli.
 PENDING_VERBS = {"serve", "worker"}
 
@@ -106,15 +110,81 @@ def test_segnas_services_build_the_one_image(services):
         assert (REPO / build["dockerfile"]).is_file(), name
 
 
-@pytest.mark.parametrize("name", sorted(SERVICES - {"postgres", "redis"}))
+@pytest.mark.parametrize("name", SEGNAS_READERS)
 def test_database_url_points_at_the_postgres_service(services, name):
     url = urlsplit(environment(services[name])["DATABASE_URL"])
     postgres = environment(services["postgres"])
     assert url.scheme.startswith("postgresql")
     assert (url.hostname, url.port or 5432) == ("postgres", 5432)
     assert url.username == postgres["POSTGRES_USER"]
-    assert url.password == postgres["POSTGRES_PASSWORD"]
+    assert url.password is None  # libpq reads it from PGPASSFILE
     assert url.path.lstrip("/") == postgres["POSTGRES_DB"]
+
+
+def test_no_password_is_written_in_the_file():
+    text = COMPOSE.read_text()
+    assert "PGPASSWORD" not in text and "segnas:segnas@" not in text
+    assert not re.search(r"^\s*POSTGRES_PASSWORD:", text, re.M)
+    assert "--requirepass" not in text
+
+
+@pytest.mark.parametrize("name", SEGNAS_READERS)
+def test_every_segnas_service_reads_its_secrets_from_files(services, name):
+    service = services[name]
+    env = environment(service)
+    mounts = {target: (source, mode) for source, target, mode in volumes(service)}
+    assert mounts[SECRETS] == ("segnas-secrets", "ro")
+    assert env["PGPASSFILE"] == f"{SECRETS}/pgpass"
+    assert env["REDIS_PASSWORD_FILE"] == f"{SECRETS}/redis-password"
+    # Ray's token authentication on every node and client: no Ray port runs a stranger's code.
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_AUTH_TOKEN_PATH"] == f"{SECRETS}/ray-token"
+
+
+def test_postgres_and_redis_take_their_passwords_from_the_secrets(services):
+    postgres, redis = services["postgres"], services["redis"]
+    assert environment(postgres)["POSTGRES_PASSWORD_FILE"] == f"{SECRETS}/postgres-password"
+    assert argv(redis) == ["redis-server", f"{SECRETS}/redis.conf"]
+    assert f"{SECRETS}/redis-password" in " ".join(redis["healthcheck"]["test"])
+    for service in (postgres, redis):
+        assert ("segnas-secrets", SECRETS, "ro") in volumes(service)
+        assert depends_on(service) == {"secrets": "service_completed_successfully"}
+    secrets = services["secrets"]
+    assert argv(secrets) == ["python", "deploy/docker/make_secrets.py", SECRETS]
+    assert ("segnas-secrets", SECRETS, "rw") in volumes(secrets)
+    assert secrets["restart"] == "no" and str(secrets["user"]) == "0"
+
+
+def test_the_secrets_are_made_once_and_agree(tmp_path, services):
+    """deploy/docker/make_secrets.py, as the secrets service runs it (as root it gives each
+    file to its reader's uid, which need not exist here; root still reads them)."""
+    make = REPO / "deploy" / "docker" / "make_secrets.py"
+    folder = tmp_path / "secrets"
+    (folder).mkdir()
+    (folder / "ray-token").write_text("the-operators-own\n")  # placed first: kept
+    subprocess.run(["python3", str(make), str(folder)], check=True, capture_output=True)
+    files = {p.name: p for p in folder.iterdir()}
+    assert set(files) == {
+        "postgres-password",
+        "pgpass",
+        "redis-password",
+        "redis.conf",
+        "ray-token",
+    }
+    assert all(p.stat().st_mode & 0o777 == 0o400 for n, p in files.items() if n != "ray-token")
+    before = {n: p.read_text() for n, p in files.items()}
+    assert before["ray-token"] == "the-operators-own\n"
+    database = before["postgres-password"].strip()
+    assert len(database) >= 32
+    url = urlsplit(environment(services["api"])["DATABASE_URL"])
+    pgpass = f"{url.hostname}:{url.port or 5432}:{url.path.lstrip('/')}:{url.username}:"
+    assert before["pgpass"] == pgpass + database + "\n"
+    config = before["redis.conf"].splitlines()
+    assert f"requirepass {before['redis-password'].strip()}" in config
+    assert {"appendonly yes", "dir /data", 'rename-command CONFIG ""'} <= set(config)
+    assert before["redis-password"].strip() != database
+    subprocess.run(["python3", str(make), str(folder)], check=True, capture_output=True)
+    assert {n: p.read_text() for n, p in files.items()} == before  # a second up changes nothing
 
 
 @pytest.mark.parametrize("name", ["api", "dispatcher"])
@@ -175,7 +245,9 @@ def test_start_order(services):
         "redis": "service_healthy",
         "ray-head": "service_healthy",
     }
+    assert depends_on(services["ray-head"]) == {"secrets": "service_completed_successfully"}
     assert depends_on(services["ray-gpu-worker"]) == {"ray-head": "service_healthy"}
+    assert "depends_on" not in services["secrets"]  # first of all
 
 
 def test_every_dependency_can_be_waited_for(services):
@@ -197,7 +269,7 @@ def test_healthchecks_ask_the_right_port(services):
     assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
     for name, url in (
         ("api", "http://localhost:8000/healthz"),
-        ("ray-head", "http://localhost:8265/api/version"),
+        ("ray-head", "http://localhost:8265/api/gcs_healthz"),  # Ray asks no token for it
     ):
         test = services[name]["healthcheck"]["test"]
         assert test[:3] == ["CMD", "python", "-c"], name  # the image has no curl
@@ -220,10 +292,9 @@ def test_gpu_worker_reserves_an_nvidia_gpu(services):
 
 
 def test_redis_keeps_the_queue_on_disk(services):
+    # appendonly yes and dir /data are in its redis.conf (test_the_secrets_are_made_once...)
     redis = services["redis"]
-    command = argv(redis)
-    assert command[command.index("--appendonly") + 1] == "yes"
-    assert "/data" in {target for _, target, _ in volumes(redis)}  # redis:7's folder
+    assert ("redis-data", "/data", "rw") in volumes(redis)  # redis:7's folder
 
 
 def test_named_volumes_are_declared(compose, services):

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import AuthenticationError
 
 from jobqueue import EmbeddedRedis, JobQueue, QueueUnavailableError, redis_client
+from jobqueue.queue import REDIS_PASSWORD_FILE_ENV
+from supernet.errors import SegnasError
 
 
 def test_enqueue_adds_one_live_entry_per_search(job_queue: JobQueue) -> None:
@@ -77,6 +80,27 @@ def test_an_unreachable_redis_is_one_clear_error() -> None:
 def test_a_bad_url_is_one_clear_error() -> None:
     with pytest.raises(Exception, match="not a Redis URL"):
         redis_client("http://nope")
+    with pytest.raises(SegnasError) as caught:
+        redis_client("http://user:hunter2@nope:1/0")
+    assert "hunter2" not in str(caught.value) and "user:***@nope" in str(caught.value)
+
+
+def test_the_password_comes_from_a_file_when_the_url_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As docker-compose gives it: REDIS_URL without a password, REDIS_PASSWORD_FILE a secret."""
+    with EmbeddedRedis(tmp_path / "redis") as server:  # asks for a password
+        bare = f"redis://127.0.0.1:{server.port}/0"
+        with pytest.raises(AuthenticationError):
+            redis_client(bare).ping()
+        secret = tmp_path / "redis-password"
+        secret.write_text(server.password + "\n")
+        monkeypatch.setenv(REDIS_PASSWORD_FILE_ENV, str(secret))
+        assert redis_client(bare).ping() is True
+        assert redis_client(server.url).ping() is True  # a URL's own password wins
+        monkeypatch.setenv(REDIS_PASSWORD_FILE_ENV, str(tmp_path / "nope"))
+        with pytest.raises(SegnasError, match="cannot read the Redis password from"):
+            redis_client(bare)
 
 
 def test_the_embedded_server_keeps_entries_across_a_restart(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     ray_address = os.environ.get("RAY_ADDRESS")
     if ray_address:
         # A Ray Job's runtime_env is shown by the Ray dashboard: the database password stays
-        # out of it; the cluster's nodes give it to libpq themselves (PGPASSWORD, ~/.pgpass).
+        # out of it; the cluster's nodes give it to libpq themselves (PGPASSFILE, ~/.pgpass).
         env["DATABASE_URL"] = job_database_url(engine.url)
         launcher: Launcher = RayJobLauncher(jobs_address(ray_address), env=env)
     else:
