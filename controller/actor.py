@@ -50,7 +50,7 @@ class ControllerService:
         self._incarnation = uuid.uuid4().hex
         if self._state_path is not None and self._state_path.exists():
             try:
-                self.batcher.load_state_dict(torch.load(self._state_path, weights_only=False))
+                self.batcher.load_state_dict(torch.load(self._state_path, weights_only=True))
                 self.restored = True
             except Exception as e:  # a torn file must not keep the actor from starting
                 log.warning("controller state %s unreadable (%s): starting fresh", state_path, e)

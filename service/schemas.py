@@ -39,6 +39,7 @@ class Links(BaseModel):
 
 class SearchOut(BaseModel):
     id: str
+    owner: str  # the account it belongs to (a user sees only their own; an admin, everyone's)
     name: str | None
     status: Status
     created_at: datetime
@@ -60,6 +61,7 @@ class SearchOut(BaseModel):
             best = Best(arch=record.best_arch, reward=record.best_reward)
         return cls(
             id=record.id,
+            owner=record.owner_name,
             name=record.name,
             status=record.status,  # type: ignore[arg-type]
             created_at=record.created_at,

@@ -24,8 +24,9 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     literal_column,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -123,6 +124,10 @@ class Search(Base):
     # that it changes with each write whatever the writers' clocks say: the API's ETag.
     revision: Mapped[int] = mapped_column(
         Integer, default=1, server_default="1", onupdate=literal_column("revision") + 1
+    )
+    # The owner's name, read with the row (a correlated subquery): what an admin's list shows.
+    owner_name: Mapped[str] = column_property(
+        select(User.name).where(User.id == owner_id).correlate_except(User).scalar_subquery()
     )
 
     # Read back what the database computed (the revision) in the flush that wrote it.

@@ -49,7 +49,9 @@ FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
 # The polled read, built once: a statement made per call costs a third of the read's CPU
 # (constructing the clause and its cache key), more than the round trip through psycopg.
-_GET_SEARCH = select(Search.__table__).where(Search.__table__.c.id == bindparam("id"))
+# The table's columns and the owner's name (a correlated subquery, ``Search.owner_name``).
+_SEARCH_COLUMNS = (Search.__table__, Search.owner_name.label("owner_name"))
+_GET_SEARCH = select(*_SEARCH_COLUMNS).where(Search.__table__.c.id == bindparam("id"))
 _GET_REVISION = select(Search.__table__.c.revision, Search.__table__.c.owner_id).where(
     Search.__table__.c.id == bindparam("id")
 )
@@ -63,6 +65,7 @@ class _Record(BaseModel):
 class SearchRecord(_Record):
     id: str
     owner_id: int
+    owner_name: str
     name: str | None
     spec: dict[str, Any]
     status: str
@@ -246,7 +249,7 @@ class SearchStore:
             if existing is None:
                 raise
             return existing, False
-        return SearchRecord.model_validate(row), True
+        return self.get(row.id), True  # with what the database computed (the owner's name)
 
     def replay(self, owner_id: int, key: str, spec: dict[str, Any]) -> SearchRecord | None:
         """The search ``key`` made already for this owner, if any.
@@ -395,7 +398,7 @@ class SearchStore:
         """Searches newest first; ``before`` is the ``(created_at, id)`` of the last one of the
         previous page (the keyset cursor, served by ``ix_searches_created_at_id``, or with
         ``owner_id`` by ``ix_searches_owner_created_at_id``); ``owner_id``: that user's only."""
-        query = select(Search.__table__)
+        query = select(*_SEARCH_COLUMNS)
         if owner_id is not None:
             query = query.where(Search.owner_id == owner_id)
         if status is not None:

@@ -138,8 +138,10 @@ def test_a_users_searches_are_invisible_to_another(team: dict[str, TestClient]) 
     assert bob.get("/searches").json()["items"] == []
 
     assert [s["id"] for s in ada.get("/searches").json()["items"]] == [search_id]
-    assert [s["id"] for s in admin.get("/searches").json()["items"]] == [search_id]
-    assert admin.get(f"/searches/{search_id}").status_code == 200
+    listed = admin.get("/searches").json()["items"]
+    assert [(s["id"], s["owner"]) for s in listed] == [(search_id, "ada")]  # whose it is
+    assert admin.get(f"/searches/{search_id}").json()["owner"] == "ada"
+    assert created.json()["owner"] == "ada"
     assert ada.get("/me").json() == {"name": "ada", "admin": False, "auth": "required"}
     assert admin.get("/me").json()["admin"] is True
     # The command line's evaluations are the admin's.

@@ -263,6 +263,8 @@ def test_two_users_sign_in_and_see_only_their_own_searches(auth_server: Server, 
     assert "signed in as ada" in by_id(browser, "whoami").text
     wait_until("ada's search in the list", lambda: ids["ada"] in listed_ids(browser), 30)
     assert ids["bob"] not in listed_ids(browser)
+    [row] = by_id(browser, "searches").find_elements("css selector", "tr:not(.empty)")
+    assert row.find_elements("css selector", "td")[2].text == "ada"  # the owner column
 
     # Bob's search is not ada's to see: its page says there is no such search.
     browser.get(f"{auth_server.base}/searches/{ids['bob']}")

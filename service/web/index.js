@@ -40,6 +40,7 @@
       { class: "clickable", "data-id": search.id },
       el("td", { class: "mono" }, el("a", { href: page, title: search.id }, shortId(search.id))),
       el("td", {}, el("a", { href: page }, search.name || "(unnamed)")),
+      el("td", {}, search.owner),
       el("td", {}, statusBadge(search.status)),
       el(
         "td",
@@ -64,7 +65,7 @@
   function renderList(items) {
     if (items.length === 0) {
       rows.replaceChildren(
-        el("tr", { class: "empty" }, el("td", { colspan: 6 }, "No searches yet: start one below.")),
+        el("tr", { class: "empty" }, el("td", { colspan: 7 }, "No searches yet: start one below.")),
       );
       return;
     }
