@@ -127,7 +127,10 @@ def test_a_user_and_a_token_drive_the_shared_server_from_the_terminal(
     # The admin's token is in its file under the data folder; the admin sees ada's search.
     admin_token = (Path(served["SEGNAS_DATA_DIR"]) / "admin-token").read_text().strip()
     admin = {**served, "SEGNAS_TOKEN": admin_token}
-    assert search["id"] in cli(admin, "remote", "list").stdout
+    [row] = [
+        line for line in cli(admin, "remote", "list").stdout.splitlines() if search["id"] in line
+    ]
+    assert row.split()[-2:] == ["ada", "tiny"]  # whose, then its name
     # What the service wrote is its user's only.
     folder = Path(served["SEGNAS_DATA_DIR"])
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700

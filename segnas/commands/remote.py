@@ -89,11 +89,12 @@ def _list(client: Any, args: argparse.Namespace) -> int:
             f"{round(100 * s['progress']['fraction'])}%" if s.get("progress") else "-",
             "-" if s.get("best") is None else f"{s['best']['reward']:.4f}",
             s["created_at"][:19].replace("T", " "),
+            s.get("owner") or "",
             s.get("name") or "",
         ]
         for s in found
     ]
-    print_table(rows, ["id", "status", "done", "best", "created (UTC)", "name"])
+    print_table(rows, ["id", "status", "done", "best", "created (UTC)", "owner", "name"])
     return 0
 
 
