@@ -52,6 +52,8 @@ from storage.searches import (
     SearchNotFoundError,
     SearchRecord,
 )
+from supernet.data.layout import check_layout
+from supernet.errors import DatasetError
 
 log = logging.getLogger(__name__)
 router = APIRouter(
@@ -117,6 +119,13 @@ async def submit_search(
             f"dataset.root {str(root)!r} is outside the data folders this server allows "
             "(its operator sets them: SEGNAS_DATA_ROOTS)",
         )
+    if root is not None:
+        # What the search would find missing in its first seconds, said now (a 422, not a
+        # search that fails after it starts). The path is the caller's own, inside the folders.
+        try:
+            await blocking(request, check_layout, spec.dataset)
+        except DatasetError as e:
+            raise HTTPException(422, f"dataset.root: {e}") from None
     if (refused := over_budget(spec, state.settings.budget)) is not None:
         raise HTTPException(422, refused)
     try:

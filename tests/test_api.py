@@ -324,7 +324,16 @@ def test_a_dataset_root_outside_the_data_roots_is_422(api: TestClient, data_root
     assert listed_ids(api) == []
 
 
+def make_folder_dataset(root: Path) -> None:
+    """What a folder data set's loader looks for first: classes.txt and images/."""
+    (root / "images").mkdir(parents=True)
+    (root / "classes.txt").write_text("background\nthing\n")
+
+
 def test_a_dataset_root_inside_the_data_roots_is_accepted(api: TestClient, data_root: Path) -> None:
+    make_folder_dataset(data_root)
+    make_folder_dataset(data_root / "set")
+    (data_root / "a").mkdir()
     for root in [str(data_root), f"{data_root}/set", f"{data_root}/a/../set"]:
         body = submit(api, folder_spec(root))
         assert body["spec"]["dataset"] == {
@@ -337,6 +346,27 @@ def test_a_dataset_root_inside_the_data_roots_is_accepted(api: TestClient, data_
             "seed": 0,
         }
     assert len(listed_ids(api)) == 3
+
+
+def test_a_root_that_is_not_a_data_set_is_422_at_submission(
+    api: TestClient, data_root: Path
+) -> None:
+    """Inside the allowed folders but not what the loader needs: said now, not by a search
+    that fails once it has started."""
+    (data_root / "empty").mkdir()
+    (data_root / "no-images").mkdir()
+    (data_root / "no-images" / "classes.txt").write_text("background\nthing\n")
+    for root, words in [
+        (f"{data_root}/missing", ("does not exist",)),
+        (f"{data_root}/empty", ("classes.txt", "is missing")),
+        (f"{data_root}/no-images", ("images", "is missing")),
+    ]:
+        response = api.post("/searches", json=folder_spec(root))
+        assert_problem(response, 422, "dataset.root: ", *words)
+    voc = spec(dataset={"kind": "voc", "root": f"{data_root}/empty"})
+    response = api.post("/searches", json=voc)
+    assert_problem(response, 422, "dataset.root: ", "is not a PASCAL VOC 2012 folder")
+    assert listed_ids(api) == []
 
 
 # GET /searches

@@ -17,47 +17,21 @@ from pathlib import Path
 
 from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
 from supernet.data.files import FileSource
+from supernet.data.layout import IGNORE, check_folder_layout
 from supernet.data.specs import FolderSpec
 from supernet.data.splits import split_ids
 from supernet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from supernet.errors import DatasetError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
-IGNORE = 255
-
-
-def read_class_names(path: Path) -> tuple[str, ...]:
-    """Class names from ``classes.txt`` (line k = class id k, blank lines skipped).
-
-    Raises:
-        DatasetError: the file is missing, names fewer than 2 or more than 255 classes, or
-            names a class twice.
-    """
-    if not path.is_file():
-        raise DatasetError(
-            f"{path} is missing; write one class name per line (line k names class id k,"
-            " starting with the background)"
-        )
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-    if not 2 <= len(names) <= IGNORE:
-        raise DatasetError(
-            f"{path} names {len(names)} classes; a segmentation data set needs 2 to {IGNORE}"
-            f" ({IGNORE} is the ignore label)"
-        )
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise DatasetError(f"{path} names classes more than once: {duplicates}")
-    return names
 
 
 def find_images(images: Path) -> dict[str, Path]:
-    """Image path per stem under ``images``.
+    """Image path per stem under ``images`` (a folder: ``check_folder_layout``).
 
     Raises:
-        DatasetError: the folder is missing, holds no image, or holds two images of one stem.
+        DatasetError: the folder holds no image, or two images of one stem.
     """
-    if not images.is_dir():
-        raise DatasetError(f"image folder {images} is missing; put the images there")
     found: dict[str, Path] = {}
     for path in sorted(images.iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
@@ -83,9 +57,7 @@ def load_folder(spec: FolderSpec) -> SegmentationData:
             255) raises when that sample is read.
     """
     root = spec.root
-    if not root.is_dir():
-        raise DatasetError(f"data set folder {root} does not exist or is not a folder")
-    names = read_class_names(root / "classes.txt")
+    names = check_folder_layout(root)
     images = find_images(root / "images")
     stems = sorted(images)
     sources = {}

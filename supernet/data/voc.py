@@ -24,6 +24,7 @@ from pathlib import Path
 
 from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
 from supernet.data.files import FileSource
+from supernet.data.layout import find_voc_root
 from supernet.data.specs import VocSpec
 from supernet.data.splits import split_ids
 from supernet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -53,26 +54,6 @@ VOC_CLASSES: tuple[str, ...] = (
     "tvmonitor",
 )
 VOID = 255
-
-_PARTS = ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")
-
-
-def find_voc_root(root: Path) -> Path:
-    """The ``VOC2012`` folder for ``root`` (it, ``root/VOC2012`` or ``root/VOCdevkit/VOC2012``).
-
-    Raises:
-        DatasetError: none of them has the VOC layout.
-    """
-    if not root.is_dir():
-        raise DatasetError(f"VOC root {root} does not exist or is not a folder")
-    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
-        if all((candidate / part).is_dir() for part in _PARTS):
-            return candidate
-    raise DatasetError(
-        f"{root} is not a PASCAL VOC 2012 folder: expected {', '.join(_PARTS)} under it,"
-        " under VOC2012/ or under VOCdevkit/VOC2012/; set root to the folder that holds"
-        " VOCdevkit or to VOC2012 itself"
-    )
 
 
 def read_id_list(path: Path) -> list[str]:
