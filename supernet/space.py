@@ -130,7 +130,7 @@ class SearchSpace(BaseModel):
         """Parse ``"0 5 5 2 ..."`` (spaces or commas) or a list of ints into a checked arch."""
         if not isinstance(text, str):
             return self.check(text)
-        tokens = text.replace(",", " ").split()
+        tokens = arch_tokens(text)
         try:
             values = [int(t) for t in tokens]
         except ValueError:
@@ -143,6 +143,11 @@ class SearchSpace(BaseModel):
     def cell_name(self, index: int) -> str:
         """Name of the cell with the given index."""
         return self.cells[index]
+
+
+def arch_tokens(text: str) -> list[str]:
+    """The cells of ``"0 5 5 2 ..."`` (spaces or commas) as written, one per layer."""
+    return text.replace(",", " ").split()
 
 
 def format_arch(arch: Iterable[int]) -> str:

@@ -67,6 +67,8 @@ def test_arch_describe_params_match_channels_and_classes(capsys):
         (["data", "inspect", "-D", "imagez=10"], "imagez"),
         (["data", "inspect", "-D", "images"], "KEY=VALUE"),
         (["train", "--arch", "0 0", "--layers", "2", "--epochs", "0"], "epochs"),
+        (["train", "--arch", "2 2 2 2", "--layers", "6"], "has 4 layers, the search space has 6"),
+        (["train", "--arch", "2 2 x"], "must be cell indices"),
     ],
 )
 def test_user_errors_are_one_line(capsys, argv, message):
@@ -142,9 +144,7 @@ def test_train_json_on_tiny_digits(capsys):
         capsys,
         "train",
         "--arch",
-        "0 2 5",
-        "--layers",
-        "3",
+        "0 2 5",  # three layers: --layers defaults to the architecture's
         "--channels",
         "8",
         "--epochs",

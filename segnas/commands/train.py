@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr", type=float, help="initial learning rate (default: 3e-3 for adam, 0.05 for sgd)"
     )
-    parser.add_argument("--layers", type=int, default=12, help="encoder layers (default 12)")
+    parser.add_argument(
+        "--layers", type=int, help="encoder layers (default: as many as --arch has cells)"
+    )
     parser.add_argument("--channels", type=int, default=36, help="channels (default 36)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and order")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     from segnas.commands.options import dataset_spec_from_args
     from supernet.data import load_dataset, parse_dataset_spec
-    from supernet.space import SearchSpace, format_arch
+    from supernet.space import SearchSpace, arch_tokens, format_arch
     from supernet.training import TrainConfig, TrainProgress, train_child
 
     config = TrainConfig(
@@ -48,9 +50,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
+    layers = args.layers if args.layers is not None else len(arch_tokens(args.arch))
+    SearchSpace(layers=layers, channels=args.channels).parse(args.arch)  # before the data loads
     data = load_dataset(parse_dataset_spec(dataset_spec_from_args(args)))
     space = SearchSpace(
-        layers=args.layers,
+        layers=layers,
         channels=args.channels,
         num_classes=data.num_classes,
         in_channels=data.in_channels,
