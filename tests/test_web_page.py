@@ -155,6 +155,12 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
     assert re.fullmatch(rf"\d( \d){{{layers - 1}}}", by_id(browser, "arch-string").text)
     samples = by_id(browser, "samples").find_elements("css selector", "tr:not(.empty)")
     assert samples
+    # Epochs count from 1 everywhere on the page (Progress too); derive rows have none.
+    for row in samples:
+        phase, epoch = (cell.text for cell in row.find_elements("css selector", "td")[:2])
+        assert epoch == "\u2013" if phase == "derive" else 1 <= int(epoch) <= 2, (phase, epoch)
+    # Which score the best reward is: the result's, on the whole validation split.
+    assert by_id(browser, "best-reward").text.endswith("on the validation split")
 
 
 def _shown_text(driver, element_id: str) -> str | None:
@@ -286,3 +292,71 @@ def test_two_users_sign_in_and_see_only_their_own_searches(auth_server: Server, 
     by_id(browser, "signin-submit").click()
     wait_until("the refusal", lambda: by_id(browser, "signin-error").text, 30)
     assert "unknown or revoked" in by_id(browser, "signin-error").text
+
+
+# The page's polls of one search fail, as if the network dropped them, until
+# ``window.__pollsBlocked`` is false; its other requests (the cancel) go through.
+BLOCK_POLLS = """
+const path = arguments[0], realFetch = window.fetch.bind(window);
+window.__pollsBlocked = true;
+window.fetch = (url, init) => {
+  const get = !init || !init.method || init.method === "GET";
+  if (window.__pollsBlocked && get && new URL(url, location.href).pathname === path) {
+    return Promise.reject(new TypeError("blocked by the test"));
+  }
+  return realFetch(url, init);
+};
+"""
+
+
+def no_sideways_scroll(driver) -> bool:
+    return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_cancel_asks_first_and_a_search_that_ended_meanwhile_is_not_a_failure(
+    auth_server: Server, browser
+) -> None:
+    token = make_user(auth_server, "cleo")
+    answer = httpx.post(
+        f"{auth_server.base}/searches", json=yaml.safe_load(TINY.read_text()),
+        headers={"Authorization": f"Bearer {token}", "X-Requested-With": "t"}, timeout=30,
+    )  # fmt: skip
+    search_id = answer.json()["id"]
+    page = f"{auth_server.base}/searches/{search_id}"
+    browser.get(f"{auth_server.base}/")
+    sign_in(browser, token)
+    browser.get(page)
+    wait_until("the cancel button", lambda: _present(browser, "cancel"), 30)
+    assert by_id(browser, "status").text == "queued"
+    browser.set_window_size(500, 900)  # narrow, the button shown: nothing scrolls sideways
+    assert no_sideways_scroll(browser)
+    browser.set_window_size(1280, 1200)
+
+    # Asked first: no, and nothing happens.
+    browser.execute_script("window.confirm = () => false;")
+    by_id(browser, "cancel").click()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(page, headers=headers, timeout=30).json()["status"] == "queued"
+
+    # The page stops seeing changes (its polls blocked), the search ends meanwhile (cancelled
+    # from elsewhere), then the click: a 409, told as such, not as a failure.
+    browser.execute_script(BLOCK_POLLS, f"/searches/{search_id}")
+    ended = httpx.post(f"{page}/cancel", headers={**headers, "X-Requested-With": "t"}, timeout=30)
+    assert ended.json()["status"] == "cancelled"
+    browser.execute_script("window.confirm = () => true;")
+    by_id(browser, "cancel").click()
+    note = wait_until("the note", lambda: by_id(browser, "cancel-note").text, 30)
+    assert note.startswith("Nothing to cancel: ") and "already finished (cancelled)" in note
+    assert not by_id(browser, "cancel").is_displayed()
+    assert "Cancel failed" not in by_id(browser, "connection").text
+    browser.execute_script("window.__pollsBlocked = false;")
+    wait_until("the badge", lambda: by_id(browser, "status").text == "cancelled", 30)
+
+    # At 500 px the page does not scroll sideways.
+    browser.set_window_size(500, 900)
+    browser.get(page)
+    wait_until("the page", lambda: by_id(browser, "status").text == "cancelled", 30)
+    assert no_sideways_scroll(browser)
+    browser.get(f"{auth_server.base}/")
+    wait_until("the list", lambda: search_id in listed_ids(browser), 30)
+    assert no_sideways_scroll(browser)

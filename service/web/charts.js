@@ -93,7 +93,7 @@ const CHARTS = (() => {
       const x = (px(i - 1) + px(i)) / 2;
       marks.push(svg("line", { x1: x, x2: x, y1, y2, class: "epoch-mark" }));
       if (x - lastLabel > 64 && x + 56 < xEnd) {
-        marks.push(svg("text", { x: x + 4, y: y1 + 10, class: "epoch-label" }, `epoch ${p.epoch}`));
+        marks.push(svg("text", { x: x + 4, y: y1 + 10, class: "epoch-label" }, `epoch ${p.epoch + 1}`));
         lastLabel = x;
       }
     });
@@ -110,7 +110,7 @@ const CHARTS = (() => {
         "circle",
         { cx: px(i), cy: py(p.mean_reward), r, class: "dot-mean" },
         svg("title", {},
-          `epoch ${p.epoch}, step ${p.step}: mean ${formatNumber(p.mean_reward)}, ` +
+          `epoch ${p.epoch + 1}, step ${p.step}: mean ${formatNumber(p.mean_reward)}, ` +
           `max ${formatNumber(p.max_reward)}, best so far ${formatNumber(p.best_so_far)} ` +
           `(${p.samples} samples)`),
       ));

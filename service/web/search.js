@@ -66,8 +66,7 @@
     CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
     renderSamples(samples.items || []);
     renderResult(result);
-    const best = result || s.best;
-    renderBest(best, s.spec);
+    renderBest(result || s.best, s.spec, result);
   }
 
   function renderSamples(items) {
@@ -79,7 +78,8 @@
     $("samples").replaceChildren(...items.map((a) => el(
       "tr", {},
       el("td", {}, a.phase),
-      el("td", { class: "num" }, a.epoch),
+      // Epochs count from 1 on this page, as in Progress; the derive phase comes after them.
+      el("td", { class: "num" }, a.phase === "derive" ? "–" : a.epoch + 1),
       el("td", { class: "num" }, a.step),
       el("td", {}, el("code", {}, archString(a.arch))),
       el("td", { class: "num" }, formatNumber(a.reward)),
@@ -125,10 +125,14 @@
       "retrain it for a test score.";
   }
 
-  function renderBest(best, spec) {
+  /** The best architecture: while the search runs, its reward on one validation minibatch;
+   * once it has succeeded, the result's, on the whole validation split. */
+  function renderBest(best, spec, result) {
     if (!best || !Array.isArray(best.arch)) return;
     $("arch-string").textContent = archString(best.arch);
-    $("best-reward").textContent = `reward ${formatNumber(best.reward)}`;
+    $("best-reward").textContent = result
+      ? `reward ${formatNumber(best.reward)} on the validation split`
+      : `reward ${formatNumber(best.reward)} on one validation minibatch (best so far)`;
     CHARTS.drawArchDiagram($("arch-diagram"), best.arch, spec && spec.space);
   }
 
@@ -183,6 +187,8 @@
   }
 
   async function cancel() {
+    const name = search && search.name ? ` "${search.name}"` : "";
+    if (!window.confirm(`Cancel the search${name}? It stops at its next step.`)) return;
     const button = $("cancel");
     button.disabled = true;
     try {
@@ -190,7 +196,16 @@
       search = await SEGNAS.readJSON(response);
       renderHeader(search);
     } catch (error) {
-      showConnection(`Cancel failed: ${error.message}`);
+      if (error instanceof SEGNAS.ApiError && error.status === 409) {
+        // It ended between the last poll and the click: not a failure; the next poll (made
+        // now, the ETag dropped) shows how it ended and hides the button.
+        button.hidden = true;
+        showConnection(null);
+        $("cancel-note").textContent = `Nothing to cancel: ${error.message}.`;
+        etag = null;
+      } else {
+        showConnection(`Cancel failed: ${error.message}`);
+      }
     } finally {
       button.disabled = false;
     }
