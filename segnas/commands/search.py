@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     # it a SIGTERM that came during ray.init, when Ray's own handler is in place).
     interrupt = _Interrupt()
     signal.signal(signal.SIGTERM, interrupt)
-    bar = _ProgressBar()
+    bar = SearchBar()
     search_id: list[str] = []
     try:
         outcome = run_search(
@@ -134,36 +134,47 @@ def _mark_interrupted(store: Any, search_id: str) -> bool:
     return status != "succeeded"
 
 
-class _ProgressBar:
-    """One bar over the whole search: shared steps, controller steps, derive candidates."""
+class SearchBar:
+    """One bar over the whole search, in epochs: each epoch's shared and controller steps,
+    then the derive phase as one more. Its total is fixed from the start and it never moves
+    back (the controller's steps per epoch are known only once it has reported; until then
+    an epoch is taken to have as many as the shared phase)."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: Any = None) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(desc="search", unit="step", disable=None, file=sys.stderr)
+        self._bar = tqdm(
+            desc="search", unit="epoch", disable=None, file=file or sys.stderr,
+            bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]",
+        )  # fmt: skip
         self._shared_steps: int | None = None
         self._controller_steps: int | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self._bar.n / self._bar.total if self._bar.total else 0.0
 
     def update(self, p: Any) -> None:
         if p.phase == "shared":
             self._shared_steps = p.steps
         elif p.phase == "controller":
             self._controller_steps = p.steps
-        per_epoch = (self._shared_steps or 0) + (self._controller_steps or 0)
-        if p.phase == "shared":
-            done = p.epoch * per_epoch + p.step
-        elif p.phase == "controller":
-            done = p.epoch * per_epoch + (self._shared_steps or 0) + p.step
+        if self._bar.total is None:
+            self._bar.total = p.epochs + 1  # the derive phase counts as one
+        if p.phase == "derive":
+            done = p.epochs + (p.step / p.steps if p.steps else 1.0)
         else:
-            done = p.epochs * per_epoch + p.step
-        total = p.epochs * per_epoch + (p.steps if p.phase == "derive" else 0)
-        if p.phase == "derive" or self._bar.total is None or total > self._bar.total:
-            self._bar.total = max(total, done)
-        self._bar.n = done
+            shared = self._shared_steps or 1
+            controller = self._controller_steps or shared
+            within = p.step if p.phase == "shared" else shared + p.step
+            done = p.epoch + min(1.0, within / (shared + controller))
+        self._bar.n = max(self._bar.n, done)
+        final = p.phase == "derive" and p.step == p.steps
         best = "-" if p.best_reward is None else f"{p.best_reward:.3f}"
+        where = "validation split" if final else "one minibatch"
         self._bar.set_postfix_str(
             f"epoch {min(p.epoch + 1, p.epochs)}/{p.epochs} {p.phase} {p.step}/{p.steps} "
-            f"best {best}",
+            f"best {best} ({where})",
             refresh=False,
         )
         self._bar.refresh()
