@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
+from segnas.commands.remote import show_progress
 from segnas.commands.search import SearchBar
 
 
@@ -40,3 +41,16 @@ def test_the_best_says_which_score_it_is() -> None:
     bar.update(progress(2, "derive", 4, 4, 0.918))  # the result, on the whole validation split
     assert bar._bar.postfix.endswith("best 0.918 (validation split)")
     bar.close()
+
+
+def test_the_remote_bar_says_it_too() -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=100, file=io.StringIO()) as bar:
+        search = {"status": "running", "best": {"arch": [0], "reward": 0.946}}
+        search["progress"] = {"epoch": 0, "epochs": 2, "phase": "controller", "step": 1,
+                              "steps": 3, "fraction": 0.2}  # fmt: skip
+        show_progress(bar, search)
+        assert bar.postfix.endswith("best 0.946 (one minibatch)")
+        show_progress(bar, {**search, "status": "succeeded", "best": {"reward": 0.918}})
+        assert bar.postfix.endswith("best 0.918 (validation split)")

@@ -183,9 +183,13 @@ def show_progress(bar: Any, search: dict[str, Any]) -> None:
     bar.n = round(100 * progress["fraction"], 1)
     best = search.get("best")
     reward = "-" if best is None else f"{best['reward']:.3f}"
+    final = search["status"] == "succeeded" or (
+        progress["phase"] == "derive" and progress["step"] == progress["steps"]
+    )
+    where = "validation split" if final else "one minibatch"
     bar.set_postfix_str(
         f"epoch {min(progress['epoch'] + 1, progress['epochs'])}/{progress['epochs']} "
-        f"{progress['phase']} {progress['step']}/{progress['steps']} best {reward}",
+        f"{progress['phase']} {progress['step']}/{progress['steps']} best {reward} ({where})",
         refresh=False,
     )
     bar.refresh()
