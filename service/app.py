@@ -30,7 +30,7 @@ from service.evaluations import router as evaluations_router
 from service.guards import RequestGuard
 from service.limits import BodyGuard
 from service.pages import WEB_DIR
-from service.schemas import DispatchersHealth, Health
+from service.schemas import BODY_GUARD, DispatchersHealth, Health
 from service.searches import router as searches_router
 from service.settings import Settings
 from storage.engine import make_engine
@@ -89,6 +89,10 @@ def create_app(
         # offline, from the swagger-ui-bundle package; ReDoc has no offline copy here.
         docs_url=None,
         redoc_url=None,
+        responses=BODY_GUARD,
+        # Operation ids are the functions' names (submit_search, list_searches), which a
+        # generated client turns into its methods' names.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.include_router(auth_router)
     app.include_router(searches_router)

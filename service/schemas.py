@@ -332,6 +332,12 @@ VALIDATION_ERROR = {
 """The errors every route can answer, as the app's handlers write them (FastAPI's default 422
 schema, an array in ``detail``, is not what this API answers)."""
 
+BODY_GUARD = {
+    413: {"model": Problem, "description": "a body over this server's size limit"},
+    415: {"model": Problem, "description": "a body not sent as JSON (application/json)"},
+}
+"""What any request with a body may be answered before a route sees it (``service.limits``)."""
+
 CROSS_SITE = {
     403: {
         "model": Problem,

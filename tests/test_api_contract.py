@@ -91,3 +91,15 @@ def test_every_answer_is_documented_and_none_is_a_5xx(case: Any, contract_api: A
     # and 5.0 as the integer 5), nor the refusals without a good token (see the fixture).
     excluded = [positive_data_acceptance, negative_data_rejection, ignored_auth]
     case.validate_response(response, excluded_checks=[*excluded, missing_required_header])
+
+
+def test_operations_have_plain_ids_and_document_the_body_guard() -> None:
+    """A generated client names its methods after the operation ids: ``submit_search``, not
+    FastAPI's ``submit_search_searches_post``. Any request with a body may get 413 or 415."""
+    document = create_app(Settings(data_dir=Path(tempfile.gettempdir()))).openapi()
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids))
+    assert {"submit_search", "list_searches", "get_search", "cancel_search", "me"} <= set(ids)
+    for operation in operations:
+        assert {"413", "415"} <= set(operation["responses"]), operation["operationId"]
