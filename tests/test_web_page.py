@@ -161,6 +161,28 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
         assert epoch == "\u2013" if phase == "derive" else 1 <= int(epoch) <= 2, (phase, epoch)
     # Which score the best reward is: the result's, on the whole validation split.
     assert by_id(browser, "best-reward").text.endswith("on the validation split")
+    # How long it took (nothing left to wait for), on its page and in the list.
+    duration = re.compile(r"\d+ s|\d+ min \d+ s")
+    assert by_id(browser, "p-elapsed-label").text == "took"
+    took = by_id(browser, "p-elapsed").text
+    assert duration.fullmatch(took), took
+    assert by_id(browser, "p-remaining").text == "\u2013"
+    search_id = browser.current_url.rsplit("/", 1)[-1]
+    open_index(browser, base_url)
+    row = lambda: browser.find_element("css selector", f'tr[data-id="{search_id}"]')  # noqa: E731
+    wait_until("its row", lambda: row().is_displayed(), 30)
+    assert row().find_elements("css selector", "td")[6].text == took
+    formats = browser.execute_script("return [0, 45.4, 192, 7500, -1].map(SEGNAS.formatDuration)")
+    assert formats == ["0 s", "45 s", "3 min 12 s", "2 h 05 min", "\u2013"]
+    # While it runs: elapsed, and what is left at the pace so far (none before 2 %).
+    times = browser.execute_script(
+        "const s = {status: 'running', started_at: '2026-01-01T00:00:00Z',"
+        "           progress: {fraction: 0.25}};"
+        "const t = SEGNAS.searchTimes(s, Date.parse('2026-01-01T00:01:00Z'));"
+        "const early = SEGNAS.searchTimes({...s, progress: {fraction: 0.01}}, Date.now());"
+        "return [t.elapsed, t.remaining, early.remaining];"
+    )
+    assert times == [60, 180, None]
 
 
 def _shown_text(driver, element_id: str) -> str | None:

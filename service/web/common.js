@@ -210,6 +210,28 @@ const SEGNAS = (() => {
     return el("time", { datetime: iso || null, title: iso || null }, formatTime(iso));
   }
 
+  /** "45 s", "3 min 12 s", "2 h 05 min". */
+  function formatDuration(seconds) {
+    if (!Number.isFinite(seconds) || seconds < 0) return "–";
+    const s = Math.round(seconds);
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+    return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+  }
+
+  /** How long a search has run (from its start to its end, or to now) and, while it runs,
+   * how long it has left at its pace so far (none before 2 % of it is done). In seconds;
+   * null where there is nothing to say. The page's clock stands in for the server's. */
+  function searchTimes(search, now = Date.now()) {
+    const start = Date.parse(search.started_at || "");
+    if (Number.isNaN(start)) return { elapsed: null, remaining: null };
+    const end = search.finished_at ? Date.parse(search.finished_at) : now;
+    const elapsed = Math.max(0, (end - start) / 1000);
+    const fraction = search.progress ? search.progress.fraction : 0;
+    const pacing = search.status === "running" && fraction >= 0.02 && fraction < 1;
+    return { elapsed, remaining: pacing ? (elapsed * (1 - fraction)) / fraction : null };
+  }
+
   function shortId(id) {
     return typeof id === "string" ? id.slice(0, 8) : "";
   }
@@ -217,7 +239,7 @@ const SEGNAS = (() => {
   document.addEventListener("DOMContentLoaded", showUser);
 
   return {
-    ApiError, api, archString, el, formatNumber, formatTime, getJSON, isTerminal, progressBar,
-    readJSON, shortId, statusBadge, svg, timeElement, uuid,
+    ApiError, api, archString, el, formatDuration, formatNumber, formatTime, getJSON, isTerminal,
+    progressBar, readJSON, searchTimes, shortId, statusBadge, svg, timeElement, uuid,
   };
 })();

@@ -49,12 +49,21 @@
         progress ? el("span", { class: "progress-label" }, progressText(search, progress)) : null,
       ),
       el("td", { class: "num" }, best ? formatNumber(best.reward) : "–"),
+      el("td", { class: "num" }, timeText(search)),
       el("td", {}, timeElement(search.created_at)),
     );
     row.addEventListener("click", (event) => {
       if (!event.target.closest("a")) window.location.assign(page);
     });
     return row;
+  }
+
+  /** How long it took, or has run and has left. */
+  function timeText(search) {
+    const { elapsed, remaining } = SEGNAS.searchTimes(search);
+    if (elapsed === null) return "–";
+    const ran = SEGNAS.formatDuration(elapsed);
+    return remaining === null ? ran : `${ran} · ~${SEGNAS.formatDuration(remaining)} left`;
   }
 
   function progressText(search, p) {
@@ -65,7 +74,7 @@
   function renderList(items) {
     if (items.length === 0) {
       rows.replaceChildren(
-        el("tr", { class: "empty" }, el("td", { colspan: 7 }, "No searches yet: start one below.")),
+        el("tr", { class: "empty" }, el("td", { colspan: 8 }, "No searches yet: start one below.")),
       );
       return;
     }

@@ -47,6 +47,11 @@
     $("p-phase").textContent = p ? p.phase : s.status === "queued" ? "waiting for a worker" : "–";
     $("p-step").textContent = p ? `${p.step} / ${p.steps}` : "–";
     $("p-samples").textContent = p ? String(p.samples) : "–";
+    const times = SEGNAS.searchTimes(s);
+    $("p-elapsed-label").textContent = s.finished_at ? "took" : "elapsed";
+    $("p-elapsed").textContent = SEGNAS.formatDuration(times.elapsed);
+    $("p-remaining").textContent =
+      times.remaining === null ? "–" : `about ${SEGNAS.formatDuration(times.remaining)}`;
     const fraction = p ? p.fraction : s.status === "succeeded" ? 1 : 0;
     $("progress-bar").replaceChildren(SEGNAS.progressBar(fraction, { id: "progress" }));
   }
