@@ -179,6 +179,15 @@ async def list_searches(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=r"^[^\x00-\x1f]+$",
+            description="only those whose name contains this (any case)",
+        ),
+    ] = None,
 ) -> SearchPage:
     """The caller's searches (an admin's: everyone's), newest first, a page at a time."""
     try:
@@ -193,6 +202,7 @@ async def list_searches(
         before=before,
         limit=limit + 1,
         owner_id=None if user.is_admin else user.user_id,
+        name_contains=q,
     )
     items = [SearchOut.of(r) for r in rows[:limit]]
     more = len(rows) > limit

@@ -5,6 +5,7 @@ Records going in and out are pydantic models; ORM objects never leave this modul
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -394,15 +395,20 @@ class SearchStore:
         before: tuple[datetime, str] | None = None,
         limit: int = 20,
         owner_id: int | None = None,
+        name_contains: str | None = None,
     ) -> list[SearchRecord]:
         """Searches newest first; ``before`` is the ``(created_at, id)`` of the last one of the
         previous page (the keyset cursor, served by ``ix_searches_created_at_id``, or with
-        ``owner_id`` by ``ix_searches_owner_created_at_id``); ``owner_id``: that user's only."""
+        ``owner_id`` by ``ix_searches_owner_created_at_id``); ``owner_id``: that user's only;
+        ``name_contains``: those whose name holds it, in any case (``%`` and ``_`` literal)."""
         query = select(*_SEARCH_COLUMNS)
         if owner_id is not None:
             query = query.where(Search.owner_id == owner_id)
         if status is not None:
             query = query.where(Search.status == status)
+        if name_contains:
+            literal = re.sub(r"([\\%_])", r"\\\1", name_contains)
+            query = query.where(Search.name.ilike(f"%{literal}%", escape="\\"))
         if before is not None:
             created_at, search_id = before
             query = query.where(

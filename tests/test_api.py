@@ -393,6 +393,19 @@ def test_pages_walk_searches_created_at_the_same_instant_once(api: TestClient) -
     assert walked == sorted(created, reverse=True)
 
 
+def test_the_list_finds_names_by_a_part_of_them(api: TestClient) -> None:
+    names = ["VOC base", "voc-wide", "digits", "100%_done", "100 percent"]
+    ids = {name: submit(api, spec(name=name))["id"] for name in names}
+    found = lambda q: [s["name"] for s in api.get("/searches", params={"q": q}).json()["items"]]  # noqa: E731
+    assert found("voc") == ["voc-wide", "VOC base"]  # any case, newest first
+    assert found("%_") == ["100%_done"]  # % and _ are themselves, not wildcards
+    assert found("nothing like it") == []
+    pages = all_pages(api, "/searches", limit=1, q="VOC")
+    assert [s["id"] for p in pages for s in p] == [ids["voc-wide"], ids["VOC base"]]
+    for bad in ("", "x" * 101, "a\x00b"):
+        assert_problem(api.get("/searches", params={"q": bad}), 422, "q")
+
+
 def test_the_list_filters_by_status(api: TestClient) -> None:
     ids = [submit(api)["id"] for _ in range(5)]
     for search_id in ids[1:3]:

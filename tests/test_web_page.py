@@ -382,3 +382,70 @@ def test_cancel_asks_first_and_a_search_that_ended_meanwhile_is_not_a_failure(
     browser.get(f"{auth_server.base}/")
     wait_until("the list", lambda: search_id in listed_ids(browser), 30)
     assert no_sideways_scroll(browser)
+
+
+def row_texts(driver) -> list[str] | None:
+    """The list's rows as text (None while a poll is redrawing them)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = by_id(driver, "searches").find_elements("css selector", "tr:not(.empty)")
+        return [row.text for row in found]
+    except StaleElementReferenceException:
+        return None
+
+
+def test_the_list_filters_by_name_and_status_pages_and_shows_errors(
+    auth_server: Server, browser
+) -> None:
+    from storage.searches import SearchStore
+
+    admin = (auth_server.log_path.parent / "admin-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {admin}", "X-Requested-With": "t"}
+    body = yaml.safe_load(TINY.read_text())
+    ids = {}
+    for name in [f"bulk-{i:02d}" for i in range(22)] + ["special-one"]:
+        answer = httpx.post(
+            f"{auth_server.base}/searches", json={**body, "name": name}, headers=headers, timeout=30
+        )
+        ids[name] = answer.json()["id"]
+    store = SearchStore(f"sqlite:///{auth_server.log_path.parent / 'segnas.db'}")
+    try:
+        store.mark_finished(ids["bulk-03"], "failed", error="ReplicaError: out of memory")
+    finally:
+        store.close()
+
+    browser.get(f"{auth_server.base}/")
+    sign_in(browser, admin)
+    by_id(browser, "filter-q").send_keys("bulk-")
+
+    def names() -> list[str] | None:
+        texts = row_texts(browser)
+        return (
+            None
+            if texts is None
+            else [re.search(r"bulk-\d\d|special-one", t).group() for t in texts]
+        )
+
+    wait_until("a page of 20", lambda: names() == [f"bulk-{i:02d}" for i in range(21, 1, -1)], 30)
+    assert by_id(browser, "page-older").is_displayed()
+    assert not by_id(browser, "page-newer").is_displayed()
+    by_id(browser, "page-older").click()
+    wait_until("the older page", lambda: names() == ["bulk-01", "bulk-00"], 30)
+    assert not by_id(browser, "page-older").is_displayed()
+    by_id(browser, "page-newer").click()
+    wait_until("the first page again", lambda: (names() or [""])[0] == "bulk-21", 30)
+
+    by_id(browser, "filter-q").clear()
+    by_id(browser, "filter-q").send_keys("SPECIAL")
+    wait_until("the one match", lambda: names() == ["special-one"], 30)
+
+    from selenium.webdriver.support.ui import Select
+
+    by_id(browser, "filter-q").clear()
+    Select(by_id(browser, "filter-status")).select_by_visible_text("failed")
+    wait_until("the failed one", lambda: names() == ["bulk-03"], 30)
+    error = browser.find_element("css selector", "#searches .row-error")
+    assert error.text == "ReplicaError: out of memory"
+    by_id(browser, "filter-q").send_keys("nothing-like-it")
+    wait_until("no match", lambda: "No search matches." in by_id(browser, "searches").text, 30)

@@ -41,7 +41,8 @@
       el("td", { class: "mono" }, el("a", { href: page, title: search.id }, shortId(search.id))),
       el("td", {}, el("a", { href: page }, search.name || "(unnamed)")),
       el("td", {}, search.owner),
-      el("td", {}, statusBadge(search.status)),
+      el("td", {}, statusBadge(search.status),
+        search.error ? el("span", { class: "row-error", title: search.error }, search.error) : null),
       el(
         "td",
         { class: "col-progress" },
@@ -73,27 +74,74 @@
 
   function renderList(items) {
     if (items.length === 0) {
-      rows.replaceChildren(
-        el("tr", { class: "empty" }, el("td", { colspan: 8 }, "No searches yet: start one below.")),
-      );
+      const filtered = list.q || list.status || list.cursors.length > 1;
+      const text = filtered ? "No search matches." : "No searches yet: start one below.";
+      rows.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 8 }, text)));
       return;
     }
     rows.replaceChildren(...items.map(searchRow));
   }
 
-  async function pollList() {
+  // What the list shows: a filter (status, part of the name) and a page of it. ``cursors``
+  // holds the ``after`` of each page walked to, the first page's null; the poll reloads the
+  // last one.
+  const list = { q: "", status: "", cursors: [null], next: null };
+  const PAGE_SIZE = 20;
+  const older = document.getElementById("page-older");
+  const newer = document.getElementById("page-newer");
+
+  function listURL() {
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (list.q) params.set("q", list.q);
+    if (list.status) params.set("status", list.status);
+    const after = list.cursors[list.cursors.length - 1];
+    if (after) params.set("after", after);
+    return `/searches?${params}`;
+  }
+
+  function refilter() {
+    list.q = document.getElementById("filter-q").value.trim();
+    list.status = document.getElementById("filter-status").value;
+    list.cursors = [null];
+    loadList();
+  }
+
+  let loads = 0; // a filter typed while a poll is out: only the latest answer is drawn
+
+  async function loadList() {
+    const mine = ++loads;
     try {
-      const page = await SEGNAS.getJSON("/searches?limit=50");
+      const page = await SEGNAS.getJSON(listURL());
+      if (mine !== loads) return;
+      list.next = page.next || null;
+      older.hidden = !list.next;
+      newer.hidden = list.cursors.length < 2;
       renderList(page.items || []);
       listState.textContent = "";
       listState.classList.remove("warn");
     } catch (error) {
       listState.textContent = `cannot load the searches (${error.message}); retrying`;
       listState.classList.add("warn");
-    } finally {
-      window.setTimeout(pollList, POLL_MS);
     }
   }
+
+  async function pollList() {
+    await loadList();
+    window.setTimeout(pollList, POLL_MS);
+  }
+
+  older.addEventListener("click", () => {
+    if (!list.next) return;
+    list.cursors.push(list.next);
+    loadList();
+  });
+  newer.addEventListener("click", () => {
+    if (list.cursors.length > 1) list.cursors.pop();
+    loadList();
+  });
+  document.getElementById("filter-q").addEventListener("input", refilter);
+  document.getElementById("filter-status").addEventListener("change", refilter);
+  document.getElementById("list-filter").addEventListener("submit", (e) => e.preventDefault());
 
   // --- the evaluations (shown once there is one) -----------------------------------------
 
