@@ -374,6 +374,18 @@ def test_cancel_asks_first_and_a_search_that_ended_meanwhile_is_not_a_failure(
     browser.execute_script("window.__pollsBlocked = false;")
     wait_until("the badge", lambda: by_id(browser, "status").text == "cancelled", 30)
 
+    # Its spec is on its page, and "New search from it" puts it in the start form.
+    spec = httpx.get(page, headers=headers, timeout=30).json()["spec"]
+    assert json.loads(by_id(browser, "spec").text) == spec
+    by_id(browser, "clone").click()
+    wait_until("the start form", lambda: by_id(browser, "submit").is_enabled(), 30)
+    assert by_id(browser, "name-input").get_attribute("value") == f"{spec['name']} (copy)"
+    cloned = json.loads(by_id(browser, "spec-input").get_attribute("value"))
+    assert cloned == {k: v for k, v in spec.items() if k != "name"}
+    browser.refresh()  # taken once: a reload shows the example again
+    wait_until("the start form", lambda: by_id(browser, "submit").is_enabled(), 30)
+    assert json.loads(by_id(browser, "spec-input").get_attribute("value")) != cloned
+
     # At 500 px the page does not scroll sideways.
     browser.set_window_size(500, 900)
     browser.get(page)

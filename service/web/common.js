@@ -232,6 +232,24 @@ const SEGNAS = (() => {
     return { elapsed, remaining: pacing ? (elapsed * (1 - fraction)) / fraction : null };
   }
 
+  // A spec handed from a search's page to the start form ("New search from it"), through the
+  // tab's sessionStorage: taken once.
+  const CLONE_KEY = "segnas.clone";
+
+  function stashClone(value) {
+    sessionStorage.setItem(CLONE_KEY, JSON.stringify(value));
+  }
+
+  function takeClone() {
+    const text = sessionStorage.getItem(CLONE_KEY);
+    sessionStorage.removeItem(CLONE_KEY);
+    try {
+      return text ? JSON.parse(text) : null;
+    } catch {
+      return null;
+    }
+  }
+
   function shortId(id) {
     return typeof id === "string" ? id.slice(0, 8) : "";
   }
@@ -240,6 +258,7 @@ const SEGNAS = (() => {
 
   return {
     ApiError, api, archString, el, formatDuration, formatNumber, formatTime, getJSON, isTerminal,
-    progressBar, readJSON, searchTimes, shortId, statusBadge, svg, timeElement, uuid,
+    progressBar, readJSON, searchTimes, shortId, stashClone, statusBadge, svg, takeClone,
+    timeElement, uuid,
   };
 })();

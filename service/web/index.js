@@ -272,7 +272,13 @@
     setSending(false);
   }
 
-  specInput.value = JSON.stringify(EXAMPLE_SPEC, null, 2);
+  const clone = SEGNAS.takeClone(); // "New search from it" on a search's page
+  specInput.value = JSON.stringify(clone ? clone.spec : EXAMPLE_SPEC, null, 2);
+  if (clone) {
+    nameInput.value = clone.name || "";
+    form.scrollIntoView();
+    specInput.focus();
+  }
   form.addEventListener("submit", onSubmit);
   specInput.addEventListener("input", onEdit);
   nameInput.addEventListener("input", onEdit);

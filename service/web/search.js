@@ -25,6 +25,19 @@
 
   // --- header and progress ----------------------------------------------------------------
 
+  function renderSpec(s) {
+    $("spec").textContent = JSON.stringify(s.spec, null, 2);
+    $("clone").disabled = false;
+  }
+
+  /** To the start form with this search's spec in it, to edit and submit as a new one. */
+  function cloneSearch() {
+    if (!search) return;
+    const { name, ...spec } = search.spec;
+    SEGNAS.stashClone({ name: `${name || search.name || "search"} (copy)`, spec });
+    window.location.assign("/#search-form");
+  }
+
   function renderHeader(s) {
     document.title = `${s.name || s.id} · segnas`;
     $("search-name").textContent = s.name || "(unnamed search)";
@@ -166,6 +179,7 @@
         search = fresh;
         renderHeader(search);
         renderProgress(search);
+        renderSpec(search);
         if (!detailsFinal) {
           const terminal = isTerminal(search.status);
           await refreshDetails(search);
@@ -217,6 +231,7 @@
   }
 
   $("cancel").addEventListener("click", cancel);
+  $("clone").addEventListener("click", cloneSearch);
   window.addEventListener("resize", () => {
     if (rewardPoints.length) CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
   });
