@@ -159,6 +159,11 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
     for row in samples:
         phase, epoch = (cell.text for cell in row.find_elements("css selector", "td")[:2])
         assert epoch == "\u2013" if phase == "derive" else 1 <= int(epoch) <= 2, (phase, epoch)
+    # What to do next, as the commands that do it.
+    commands = by_id(browser, "next-commands").text
+    search_id = browser.current_url.rsplit("/", 1)[-1]
+    assert f"segnas retrain --search {search_id} --top-k 3 --random 3" in commands
+    assert f"segnas export --search {search_id} --out export-{search_id[:8]}" in commands
     # Which score the best reward is: the result's, on the whole validation split.
     assert by_id(browser, "best-reward").text.endswith("on the validation split")
     # How long it took (nothing left to wait for), on its page and in the list.
@@ -167,7 +172,6 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
     took = by_id(browser, "p-elapsed").text
     assert duration.fullmatch(took), took
     assert by_id(browser, "p-remaining").text == "\u2013"
-    search_id = browser.current_url.rsplit("/", 1)[-1]
     open_index(browser, base_url)
     row = lambda: browser.find_element("css selector", f'tr[data-id="{search_id}"]')  # noqa: E731
     wait_until("its row", lambda: row().is_displayed(), 30)

@@ -138,6 +138,12 @@
     );
     $("result-metrics").replaceChildren(...facts);
     const of = Number.isFinite(result.candidates) ? `the best of ${result.candidates}` : "the best";
+    $("next-commands").textContent = [
+      "# retrain its 3 best architectures from scratch, with 3 random ones beside them",
+      `segnas retrain --search ${searchId} --top-k 3 --random 3`,
+      "# the retrained best as TorchScript, state_dict and model card",
+      `segnas export --search ${searchId} --out export-${SEGNAS.shortId(searchId)}`,
+    ].join("\n");
     $("result-note").textContent =
       `Validation split: ${of} derived architectures on it, so an optimistic estimate; ` +
       "retrain it for a test score.";
