@@ -140,6 +140,21 @@ class RewardCurve(BaseModel):
     points: list[RewardPointOut]
 
 
+class EpochCells(BaseModel):
+    epoch: int = Field(description="the controller phase's epoch, from 0")
+    samples: int = Field(description="architectures the policy sampled in it")
+    counts: list[list[int]] = Field(
+        description="per layer, how many of them chose each cell (`cells` order)"
+    )
+
+
+class CellDistribution(BaseModel):
+    """What the policy learned: its choices per layer, epoch by epoch."""
+
+    cells: list[str] = Field(description="the space's cell names, by index")
+    epochs: list[EpochCells]
+
+
 class ResultOut(BaseModel):
     arch: list[int]
     reward: float

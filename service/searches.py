@@ -31,6 +31,8 @@ from service.schemas import (
     VALIDATION_ERROR,
     ArchitectureOut,
     ArchitecturePage,
+    CellDistribution,
+    EpochCells,
     Problem,
     ResultOut,
     RetrainList,
@@ -54,6 +56,7 @@ from storage.searches import (
 )
 from supernet.data.layout import check_layout
 from supernet.errors import DatasetError
+from supernet.space import CELL_NAMES
 
 log = logging.getLogger(__name__)
 router = APIRouter(
@@ -289,6 +292,27 @@ async def reward_curve(search_id: str, request: Request, user: CurrentUser) -> R
 
     points = [RewardPointOut(**p.model_dump()) for p in await blocking(request, read)]
     return RewardCurve(points=points)
+
+
+@router.get("/{search_id}/cells", response_model=CellDistribution, responses=NOT_FOUND)
+async def cell_distribution(
+    search_id: str, request: Request, user: CurrentUser
+) -> CellDistribution:
+    """How often the policy chose each cell at each layer, per epoch of the controller phase
+    (the page's heat map): what it learned, beyond its one pick."""
+    store = request.app.state.store
+
+    def read() -> tuple[SearchRecord, dict[int, list[list[int]]]]:
+        return owned_search(store, user, search_id), store.cell_counts(search_id)
+
+    record, counts = await blocking(request, read)
+    # As stored (a spec of an older version need not validate today): the space's names.
+    cells = list((record.spec.get("space") or {}).get("cells") or CELL_NAMES)
+    epochs = []
+    for epoch, grid in counts.items():
+        padded = [row + [0] * (len(cells) - len(row)) for row in grid]
+        epochs.append(EpochCells(epoch=epoch, samples=sum(padded[0]), counts=padded))
+    return CellDistribution(cells=cells, epochs=epochs)
 
 
 @router.get(

@@ -26,6 +26,7 @@ from service.pages import WEB_DIR
 from service.settings import Settings
 from storage.models import Search
 from storage.searches import ResultRecord, SampleRecord, SearchStore
+from supernet.space import CELL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC: dict[str, Any] = {
@@ -519,6 +520,24 @@ def test_architecture_pages_cover_every_sample_once_in_order(api: TestClient) ->
         assert ids == sorted(ids, reverse=order == "desc") and len(set(ids)) == len(ids)
         assert [slot(i) for i in api.get(url, params={"order": order}).json()["items"]] == expected
     assert [slot(i) for i in api.get(url).json()["items"]] == stored  # asc by default
+
+
+def test_the_cell_distribution_counts_the_policys_choices_per_epoch(api: TestClient) -> None:
+    search_id = submit(api)["id"]
+    url = f"/searches/{search_id}/cells"
+    body = api.get(url).json()
+    assert body == {"cells": list(CELL_NAMES), "epochs": []}
+    found = [sample(0, 0, 0), sample(0, 0, 1), sample(0, 1, 2), sample(1, 0, 0)]
+    found.append(sample(2, 0, 3, phase="derive"))  # the derive phase is not the policy's
+    store_of(api).add_samples(search_id, found)
+    body = api.get(url).json()
+    assert body["epochs"] == [
+        {"epoch": 0, "samples": 3, "counts": [
+            [3, 0, 0, 0, 0, 0], [2, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]]},
+        {"epoch": 1, "samples": 1, "counts": [
+            [0, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]]},
+    ]  # fmt: skip
+    assert_problem(api.get(f"/searches/{'0' * 32}/cells"), 404, "no search")
 
 
 def test_an_architecture_carries_its_slot_arch_reward_and_metrics(api: TestClient) -> None:

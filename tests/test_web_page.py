@@ -159,6 +159,13 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
     for row in samples:
         phase, epoch = (cell.text for cell in row.find_elements("css selector", "td")[:2])
         assert epoch == "\u2013" if phase == "derive" else 1 <= int(epoch) <= 2, (phase, epoch)
+    # What the policy learned: per layer, the share of each cell (an epoch's samples).
+    squares = by_id(browser, "cells-heatmap").find_elements("css selector", "rect.heat-cell")
+    assert len(squares) == layers * 6
+    shares = [float(q.get_attribute("data-share")) for q in squares]
+    for layer in range(layers):
+        assert abs(sum(shares[6 * layer : 6 * layer + 6]) - 1) < 1e-3
+    assert by_id(browser, "cells-epoch-label").text == "2 of 2"  # the latest, tiny's 2 epochs
     # What to do next, as the commands that do it.
     commands = by_id(browser, "next-commands").text
     search_id = browser.current_url.rsplit("/", 1)[-1]

@@ -265,5 +265,44 @@ const CHARTS = (() => {
     return el("ul", { class: "cell-legend" }, items);
   }
 
-  return { drawArchDiagram, drawRewardChart };
+  /** What the policy chose in one epoch: a layer per row, a cell per column, each square as
+   * dark as the share of that epoch's samples that chose it there (the share written in it
+   * from 10 %). ``counts[layer][cell]``. */
+  function drawCellHeatmap(container, cells, counts) {
+    const cell = 46, rowHead = 64, colHead = 58, pad = 4;
+    const width = rowHead + cells.length * cell + pad;
+    const height = colHead + counts.length * cell + pad;
+    const chart = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`, width, height, class: "heatmap", role: "img",
+      "aria-label": "the share of samples choosing each cell at each layer",
+    });
+    cells.forEach((name, c) => {
+      const x = rowHead + c * cell + cell / 2;
+      chart.append(svg("text", {
+        x, y: colHead - 8, class: "heat-col", transform: `rotate(-35 ${x} ${colHead - 8})`,
+      }, name));
+    });
+    counts.forEach((row, layer) => {
+      const total = row.reduce((a, b) => a + b, 0) || 1;
+      const y = colHead + layer * cell;
+      chart.append(svg("text", { x: rowHead - 8, y: y + cell / 2 + 4, class: "heat-row" },
+        `layer ${layer + 1}`));
+      row.forEach((n, c) => {
+        const share = n / total;
+        const x = rowHead + c * cell;
+        chart.append(svg("rect", {
+          x: x + 1, y: y + 1, width: cell - 2, height: cell - 2, rx: 3, class: "heat-cell",
+          "fill-opacity": (0.06 + 0.94 * share).toFixed(3), "data-share": share.toFixed(4),
+        }, svg("title", {}, `layer ${layer + 1}, ${cells[c]}: ${n} of ${total}`)));
+        if (share >= 0.1) {
+          chart.append(svg("text", {
+            x: x + cell / 2, y: y + cell / 2 + 4, class: share > 0.55 ? "heat-label dark" : "heat-label",
+          }, `${Math.round(share * 100)}%`));
+        }
+      });
+    });
+    container.replaceChildren(chart);
+  }
+
+  return { drawArchDiagram, drawCellHeatmap, drawRewardChart };
 })();

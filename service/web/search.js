@@ -73,18 +73,44 @@
 
   async function refreshDetails(s) {
     const succeeded = s.status === "succeeded";
-    const [rewards, samples, result, retrains] = await Promise.all([
+    const [rewards, samples, result, retrains, cells] = await Promise.all([
       SEGNAS.getJSON(`${base}/rewards`),
       SEGNAS.getJSON(`${base}/architectures?order=desc&limit=${SAMPLES}`),
       succeeded ? SEGNAS.getJSON(`${base}/result`) : null,
       succeeded ? SEGNAS.getJSON(`${base}/retrains`) : null,
+      SEGNAS.getJSON(`${base}/cells`),
     ]);
+    renderCells(cells);
     renderRetrains(retrains ? retrains.items || [] : []);
     rewardPoints = rewards.points || [];
     CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
     renderSamples(samples.items || []);
     renderResult(result);
     renderBest(result || s.best, s.spec, result);
+  }
+
+  // The heat map's data, and whether the reader has picked an epoch (else: the latest).
+  let cellData = null;
+  let epochPicked = false;
+
+  function renderCells(data) {
+    cellData = data;
+    const epochs = data.epochs || [];
+    $("cells-card").hidden = epochs.length === 0;
+    if (!epochs.length) return;
+    const slider = $("cells-epoch");
+    slider.max = String(epochs.length - 1);
+    if (!epochPicked) slider.value = slider.max;
+    drawCells();
+  }
+
+  function drawCells() {
+    const epochs = cellData.epochs;
+    const chosen = epochs[Number($("cells-epoch").value)] || epochs[epochs.length - 1];
+    $("cells-epoch-label").textContent = `${chosen.epoch + 1} of ${epochs.length}`;
+    $("cells-caption").textContent =
+      `the share of its ${chosen.samples} samples in that epoch choosing each cell, per layer`;
+    CHARTS.drawCellHeatmap($("cells-heatmap"), cellData.cells, chosen.counts);
   }
 
   function renderSamples(items) {
@@ -238,6 +264,10 @@
 
   $("cancel").addEventListener("click", cancel);
   $("clone").addEventListener("click", cloneSearch);
+  $("cells-epoch").addEventListener("input", () => {
+    epochPicked = true;
+    if (cellData) drawCells();
+  });
   window.addEventListener("resize", () => {
     if (rewardPoints.length) CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
   });
