@@ -26,6 +26,7 @@ from workers.evaluate import (
     Evaluation,
     Progress,
     arch_params,
+    cell_params,
     evaluation_id,
     largest_arch,
     param_matched,
@@ -55,6 +56,17 @@ def test_param_matched_is_within_the_tolerance_and_not_the_target() -> None:
     assert param_matched(s, target, tolerance=0.1, seed=0) == param_matched(
         s, target, tolerance=0.1, seed=0
     )
+
+
+def test_a_pick_nothing_random_comes_near_gets_the_closest_the_space_has() -> None:
+    """All conv5x5 (the largest) has no uniform architecture within 10 % of it: its control is
+    the nearest in size, the largest with one layer one cell smaller."""
+    s = space()
+    per_cell = cell_params(s)
+    second = sorted(per_cell)[-2]
+    arch = param_matched(s, largest_arch(s), tolerance=0.1, seed=0)
+    assert arch != largest_arch(s)
+    assert arch_params(s, arch) == 2 * (5 * max(per_cell) + second)
 
 
 def test_evaluation_id_names_the_inputs() -> None:
