@@ -302,16 +302,16 @@ async def cell_distribution(
     (the page's heat map): what it learned, beyond its one pick."""
     store = request.app.state.store
 
-    def read() -> tuple[SearchRecord, dict[int, list[list[int]]]]:
-        return owned_search(store, user, search_id), store.cell_counts(search_id)
+    def read() -> tuple[list[str], dict[int, list[list[int]]]]:
+        record = owned_search(store, user, search_id)
+        # As stored (a spec of an older version need not validate today): the space's names.
+        cells = list((record.spec.get("space") or {}).get("cells") or CELL_NAMES)
+        return cells, store.cell_counts(search_id, len(cells))
 
-    record, counts = await blocking(request, read)
-    # As stored (a spec of an older version need not validate today): the space's names.
-    cells = list((record.spec.get("space") or {}).get("cells") or CELL_NAMES)
-    epochs = []
-    for epoch, grid in counts.items():
-        padded = [row + [0] * (len(cells) - len(row)) for row in grid]
-        epochs.append(EpochCells(epoch=epoch, samples=sum(padded[0]), counts=padded))
+    cells, counts = await blocking(request, read)
+    epochs = [
+        EpochCells(epoch=epoch, samples=sum(grid[0]), counts=grid) for epoch, grid in counts.items()
+    ]
     return CellDistribution(cells=cells, epochs=epochs)
 
 

@@ -455,18 +455,17 @@ class SearchStore:
         with self._session() as s:
             return [StoredSampleRecord.model_validate(r) for r in s.scalars(query)]
 
-    def cell_counts(self, search_id: str) -> dict[int, list[list[int]]]:
+    def cell_counts(self, search_id: str, num_cells: int) -> dict[int, list[list[int]]]:
         """What the policy sampled: for each epoch of the controller phase, how many of its
-        samples chose each cell at each layer (``[layer][cell]``; cells as many as the
-        largest index seen plus one). Reads only the epoch and architecture of each row."""
+        samples chose each of the space's ``num_cells`` cells at each layer
+        (``[layer][cell]``). Reads only the epoch and architecture of each row."""
         query = select(Sample.epoch, Sample.arch).where(
             Sample.search_id == search_id, Sample.phase == "controller"
         )
         rows = self._read(lambda c: c.execute(query).all())
-        width = 1 + max((max(arch) for _, arch in rows if arch), default=0)
         counts: dict[int, list[list[int]]] = {}
         for epoch, arch in rows:
-            grid = counts.setdefault(epoch, [[0] * width for _ in arch])
+            grid = counts.setdefault(epoch, [[0] * num_cells for _ in arch])
             for layer, cell in enumerate(arch):
                 grid[layer][cell] += 1
         return dict(sorted(counts.items()))

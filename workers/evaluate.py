@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable, Sequence
@@ -461,6 +462,7 @@ def param_matched(
     goal = arch_params(space, target, per_cell)
     rng = random.Random(seed)
     closest: list[int] | None = None
+    closest_gap = math.inf
     for _ in range(MATCH_TRIES):
         arch = [rng.randrange(len(space.cells)) for _ in range(space.layers)]
         if arch == list(target):
@@ -468,8 +470,8 @@ def param_matched(
         gap = abs(arch_params(space, arch, per_cell) - goal)
         if gap <= tolerance * goal:
             return arch
-        if closest is None or gap < abs(arch_params(space, closest, per_cell) - goal):
-            closest = arch
+        if gap < closest_gap:
+            closest, closest_gap = arch, gap
     layers = list(range(space.layers))
     rng.shuffle(layers)  # which layer changes, when several are as close: the seed's draw
     neighbours = [
