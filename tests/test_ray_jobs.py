@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def ray_head() -> Iterator[dict[str, str]]:
     """A Ray head started with ``ray start --head --block`` in its own process group, so that
     stopping it ends exactly its processes (``ray stop`` would end every Ray on the machine).
     Its dashboard agent, which runs the submitted jobs, gets a free port too: at its default
@@ -38,34 +39,41 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     stays up without the HTTP service, so the head never has an agent to submit to."""
     if not RAY.exists():
         pytest.skip(f"no ray command next to {sys.executable}")
-    port, dashboard, agent = free_port(), free_port(), free_port()
+    # Every port a head binds by default to a fixed number gets a free one, so that two test
+    # modules' heads can run at once (pytest-xdist): the Ray client server's 10001 too.
+    port, dashboard, agent, client, metrics = (free_port() for _ in range(5))
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "disabled",  # explicit, as Ray warns otherwise and CI must not guess
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    temp_dir = tmp_path_factory.mktemp("ray")
+    # A short folder of its own: Ray's unix sockets live under it, and a socket path has at
+    # most 107 bytes (under pytest-xdist, the test folders' paths are longer).
+    temp_dir = Path(tempfile.mkdtemp(prefix="segnas-ray-"))
+    log = temp_dir / "head.log"  # what it said, for the failure message
     head = subprocess.Popen(
         [
             str(RAY), "start", "--head", "--block", f"--port={port}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
+            f"--ray-client-server-port={client}", f"--metrics-export-port={metrics}",
             "--num-cpus=2", f"--temp-dir={temp_dir}",
             "--object-store-memory=200000000", "--disable-usage-stats",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_for_jobs_api(address, env, head)
+        _wait_for_jobs_api(address, env, head, log)
         yield {**env, "RAY_ADDRESS": address}
     finally:
         # A graceful stop of `ray start --block` takes 30 to 60 s here; every process of the
         # head is in its session, so after a short grace the group is simply killed.
-        os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited by itself
+            os.killpg(head.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=5)
         with contextlib.suppress(ProcessLookupError):
@@ -74,7 +82,9 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for_jobs_api(address: str, env: dict[str, str], head: subprocess.Popen) -> None:
+def _wait_for_jobs_api(
+    address: str, env: dict[str, str], head: subprocess.Popen, log: Path
+) -> None:
     """Poll ``ray job list`` until the head's Jobs API answers (a state, bounded at 120 s).
 
     The head serves ``ray job list`` itself; a submission also needs the head node's dashboard
@@ -82,7 +92,8 @@ def _wait_for_jobs_api(address: str, env: dict[str, str], head: subprocess.Popen
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if head.poll() is not None:
-            pytest.fail(f"ray start --head exited with {head.returncode}")
+            said = log.read_text(errors="replace").strip().splitlines()[-15:]
+            pytest.fail(f"ray start --head exited with {head.returncode}:\n" + "\n".join(said))
         probe = subprocess.run(
             [str(RAY), "job", "list", "--address", address],
             env=env,
