@@ -22,6 +22,7 @@ from service.cursors import (
     CursorError,
     decode_sample_cursor,
     decode_search_cursor,
+    encode_sample_cursor,
     encode_search_cursor,
 )
 from service.pages import WEB_DIR, wants_html
@@ -46,13 +47,14 @@ from service.schemas import (
 from storage.accounts import Principal
 from storage.leases import CancelOutcome
 from storage.retrains import RetrainStore, StoredRetrainRecord
+from storage.samples import MAX_CELL, MAX_EPOCH, MAX_LAYER, SampleQuery, SampleSort, cursor_of
 from storage.searches import (
     FINISHED_STATUSES,
     ResultRecord,
     RewardPoint,
-    SampleRecord,
     SearchNotFoundError,
     SearchRecord,
+    StoredSampleRecord,
 )
 from supernet.data.layout import check_layout
 from supernet.errors import DatasetError
@@ -258,27 +260,72 @@ async def list_architectures(
     user: CurrentUser,
     after: Annotated[
         str | None,
-        Query(pattern=r"^[0-9]{1,19}$", description="the `next` of the previous page"),
+        Query(
+            pattern=r"^[0-9A-Za-z_-]{1,200}$",
+            description="the `next` of the previous page (of the same `sort`)",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    order: Literal["asc", "desc"] = "asc",
+    order: Annotated[
+        Literal["asc", "desc"], Query(description="`desc`: largest first (for `id`, newest)")
+    ] = "asc",
+    sort: Annotated[
+        SampleSort, Query(description="the column the page is ordered by; ties by `id`")
+    ] = "id",
+    phase: Annotated[
+        Literal["controller", "derive"] | None, Query(description="only samples of that phase")
+    ] = None,
+    epoch: Annotated[
+        int | None, Query(ge=0, le=MAX_EPOCH, description="only that epoch (0-based)")
+    ] = None,
+    cell: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_CELL, description="only architectures with this cell index"),
+    ] = None,
+    layer: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_LAYER, description="with `cell`: at this layer (0-based) only"),
+    ] = None,
+    fold: Annotated[
+        bool,
+        Query(
+            description="with `phase=derive`: one row per distinct architecture, `count` its "
+            "samples"
+        ),
+    ] = False,
 ) -> ArchitecturePage:
-    """The scored architectures in the order they were stored (``order=desc``: newest first)."""
+    """The scored architectures: in the order they were stored (``order=desc``: newest first)
+    or by a metric, filtered by phase, epoch and cell, the derive phase's duplicates folded."""
     store = request.app.state.store
+    if fold and phase != "derive":
+        raise HTTPException(422, "fold: only with phase=derive (its duplicates are folded)")
+    if layer is not None and cell is None:
+        raise HTTPException(422, "layer: only with cell (the cell to look for at that layer)")
     try:
-        cursor = None if after is None else decode_sample_cursor(after)
+        cursor = None if after is None else decode_sample_cursor(after, sort)
     except CursorError as e:
         raise HTTPException(422, str(e)) from None
 
-    def read() -> list[SampleRecord]:
-        owned_search(store, user, search_id)  # 404 for an unknown id, not an empty page
-        return store.sample_page(
-            search_id, after=cursor, limit=limit + 1, newest_first=order == "desc"
-        )
+    def read() -> list[tuple[StoredSampleRecord, int]]:
+        record = owned_search(store, user, search_id)  # 404 for an unknown id, not a page
+        layers = int((record.spec.get("space") or {}).get("layers") or 0)
+        if layer is not None and layer >= layers:
+            raise HTTPException(422, f"layer: the search has {layers} layers (0 to {layers - 1})")
+        query = SampleQuery(
+            sort=sort, descending=order == "desc", phase=phase, epoch=epoch, cell=cell,
+            layer=layer, layers=layers, fold=fold,
+        )  # fmt: skip
+        return store.sample_page(search_id, after=cursor, limit=limit + 1, query=query)
 
     rows = await blocking(request, read)
-    items = [ArchitectureOut.model_validate(r, from_attributes=True) for r in rows[:limit]]
-    return ArchitecturePage(items=items, next=str(items[-1].id) if len(rows) > limit else None)
+    items = [
+        ArchitectureOut.model_validate({**r.model_dump(), "count": n}) for r, n in rows[:limit]
+    ]
+    following = None
+    if len(rows) > limit:
+        last = rows[limit - 1][0]
+        following = encode_sample_cursor(sort, *cursor_of(last, sort))
+    return ArchitecturePage(items=items, next=following)
 
 
 @router.get("/{search_id}/rewards", response_model=RewardCurve, responses=NOT_FOUND)

@@ -31,6 +31,7 @@ from storage.engine import make_engine, session_scope
 from storage.fencing import Fence, fence_conditions, hold, lease_lost
 from storage.migrate import require_current
 from storage.models import LOCAL_ADMIN, Checkpoint, Epoch, Result, Sample, Search, User, utcnow
+from storage.samples import SampleCursor, SampleQuery, sample_page_statement
 from supernet.errors import SegnasError
 
 
@@ -443,17 +444,19 @@ class SearchStore:
             return [SampleRecord.model_validate(r) for r in s.scalars(query)]
 
     def sample_page(
-        self, search_id: str, *, after: int | None = None, limit: int = 100, newest_first: bool
-    ) -> list[StoredSampleRecord]:
-        """Samples in the order they were stored (or the reverse); ``after`` is the row id of
-        the last one of the previous page."""
-        query = select(Sample).where(Sample.search_id == search_id)
-        if after is not None:
-            query = query.where(Sample.id < after if newest_first else Sample.id > after)
-        order = Sample.id.desc() if newest_first else Sample.id
-        query = query.order_by(order).limit(limit)
+        self,
+        search_id: str,
+        *,
+        after: SampleCursor | None = None,
+        limit: int = 100,
+        query: SampleQuery | None = None,
+    ) -> list[tuple[StoredSampleRecord, int]]:
+        """One page of samples as ``query`` selects and orders them (default: in the order
+        they were stored), each with the number of samples it stands for (1 unless folded);
+        ``after`` is ``storage.samples.cursor_of`` the last row of the previous page."""
+        statement = sample_page_statement(search_id, query or SampleQuery(), after, limit)
         with self._session() as s:
-            return [StoredSampleRecord.model_validate(r) for r in s.scalars(query)]
+            return [(StoredSampleRecord.model_validate(r), int(n)) for r, n in s.execute(statement)]
 
     def cell_counts(self, search_id: str, num_cells: int) -> dict[int, list[list[int]]]:
         """What the policy sampled: for each epoch of the controller phase, how many of its

@@ -560,6 +560,7 @@ def test_an_architecture_carries_its_slot_arch_reward_and_metrics(api: TestClien
         "miou": 0.52,
         "miou_plus": pytest.approx(0.57),
         "policy_version": 14,
+        "count": 1,
     }
 
 

@@ -472,3 +472,103 @@ def test_the_list_filters_by_name_and_status_pages_and_shows_errors(
     assert error.text == "ReplicaError: out of memory"
     by_id(browser, "filter-q").send_keys("nothing-like-it")
     wait_until("no match", lambda: "No search matches." in by_id(browser, "searches").text, 30)
+
+
+def sample_rows(driver) -> list[dict[str, str]] | None:
+    """The samples table's rows: each cell by its column (None while it is being redrawn)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        rows = by_id(driver, "samples").find_elements("css selector", "tr:not(.empty)")
+        out = []
+        for row in rows:
+            cells = row.find_elements("css selector", "td")
+            named = {c.get_attribute("data-metric"): c.text for c in cells[4:]}
+            count = row.find_elements("css selector", "td[data-count]")
+            out.append({"arch": cells[3].text, "count": count[0].text if count else "", **named})
+        return out
+    except StaleElementReferenceException:
+        return None
+
+
+def test_the_samples_table_sorts_filters_folds_and_pages(auth_server: Server, browser) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    from storage.searches import SampleRecord, SearchStore
+
+    admin = (auth_server.log_path.parent / "admin-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {admin}", "X-Requested-With": "t"}
+    body = {**yaml.safe_load(TINY.read_text()), "name": "samples-table"}
+    search_id = httpx.post(
+        f"{auth_server.base}/searches", json=body, headers=headers, timeout=30
+    ).json()["id"]
+    layers = body["space"]["layers"]
+
+    def scored(i: int, phase: str, arch: list[int], reward: float) -> SampleRecord:
+        return SampleRecord(
+            phase=phase, epoch=0 if phase == "controller" else 1, step=i // 5, index=i % 5,
+            arch=arch, reward=reward, accuracy=0.5, mean_precision=0.5, mean_recall=0.5,
+            miou=reward, miou_plus=reward, policy_version=0,
+        )  # fmt: skip
+
+    # 25 controller samples, reward i / 100 (i = 0..24); the derive phase scored `1 1 ...`
+    # three times and `2 2 ...` once.
+    rows = [scored(i, "controller", [i % 3] * layers, i / 100) for i in range(25)]
+    rows += [scored(i, "derive", [1] * layers, 0.5) for i in range(3)]
+    rows.append(scored(3, "derive", [2] * layers, 0.4))
+    store = SearchStore(f"sqlite:///{auth_server.log_path.parent / 'segnas.db'}")
+    try:
+        store.add_samples(search_id, rows)
+    finally:
+        store.close()
+
+    browser.get(f"{auth_server.base}/")
+    sign_in(browser, admin)
+    browser.get(f"{auth_server.base}/searches/{search_id}")
+
+    def rewards() -> list[str] | None:
+        found = sample_rows(browser)
+        return None if found is None else [r["reward"] for r in found]
+
+    # Newest first, 20 to a page: the derive phase's four, then controller rewards 0.24 down.
+    newest = ["0.400", "0.500", "0.500", "0.500", *[f"{i / 100:.3f}" for i in range(24, 8, -1)]]
+    wait_until("the newest page", lambda: rewards() == newest, 30)
+    by_id(browser, "samples-next").click()
+    wait_until(
+        "the second page", lambda: rewards() == [f"{i / 100:.3f}" for i in range(8, -1, -1)], 30
+    )
+    assert by_id(browser, "samples-next").get_attribute("disabled") is not None
+    by_id(browser, "samples-first").click()
+    wait_until("the first page again", lambda: rewards() == newest, 30)
+
+    # By reward: largest first, then smallest first.
+    header = browser.find_element("css selector", '#samples-table th[data-sort="reward"] button')
+    header.click()
+    wait_until("sorted by reward", lambda: (rewards() or [""])[:4] == ["0.500"] * 3 + ["0.400"], 30)
+    assert (
+        browser.find_element("css selector", '#samples-table th[data-sort="reward"]').get_attribute(
+            "aria-sort"
+        )
+        == "descending"
+    )
+    header.click()
+    wait_until("smallest first", lambda: (rewards() or [""])[:3] == ["0.000", "0.010", "0.020"], 30)
+
+    # The derive phase, folded: each architecture once, with its count.
+    Select(by_id(browser, "f-phase")).select_by_value("derive")
+    by_id(browser, "f-fold").click()
+    one, two = " ".join(["1"] * layers), " ".join(["2"] * layers)
+    wait_until(
+        "the folded derive phase",
+        lambda: (
+            [(r["arch"], r["count"]) for r in sample_rows(browser) or []]
+            == [(two, "1"), (one, "3")]
+        ),
+        30,
+    )
+    # A cell filter: the controller samples with cell 2 at the first layer.
+    Select(by_id(browser, "f-phase")).select_by_value("controller")
+    Select(by_id(browser, "f-cell")).select_by_value("2")
+    Select(by_id(browser, "f-layer")).select_by_value("0")
+    expected = [f"{i / 100:.3f}" for i in range(25) if i % 3 == 2]  # still smallest first
+    wait_until("cell 2 at layer 1", lambda: rewards() == expected, 30)

@@ -4,7 +4,7 @@
 (() => {
   const { el, formatNumber, archString, isTerminal } = SEGNAS;
   const POLL_MS = 1500;
-  const SAMPLES = 20;
+  const PAGE_ROWS = 20;
   const CANCELLABLE = new Set(["queued", "running"]);
   const METRICS = [
     ["accuracy", "accuracy"],
@@ -75,7 +75,7 @@
     const succeeded = s.status === "succeeded";
     const [rewards, samples, result, retrains, cells] = await Promise.all([
       SEGNAS.getJSON(`${base}/rewards`),
-      SEGNAS.getJSON(`${base}/architectures?order=desc&limit=${SAMPLES}`),
+      samplesLive() ? SEGNAS.getJSON(samplesUrl(null)) : null,
       succeeded ? SEGNAS.getJSON(`${base}/result`) : null,
       succeeded ? SEGNAS.getJSON(`${base}/retrains`) : null,
       SEGNAS.getJSON(`${base}/cells`),
@@ -84,7 +84,8 @@
     renderRetrains(retrains ? retrains.items || [] : []);
     rewardPoints = rewards.points || [];
     CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
-    renderSamples(samples.items || []);
+    renderFilterChoices(cells.cells || [], s.spec);
+    if (samples && samplesLive()) showSamplePage(samples, null); // unless the reader moved on
     renderResult(result);
     renderBest(result || s.best, s.spec, result);
   }
@@ -113,23 +114,121 @@
     CHARTS.drawCellHeatmap($("cells-heatmap"), cellData.cells, chosen.counts);
   }
 
+  // --- the samples table: sorted, filtered and paged by the API ------------------------------
+
+  // What the reader asked for. With none of it (newest first, unfiltered, first page) the
+  // table follows the search live; otherwise it changes only when the reader changes it.
+  const view = { sort: "id", order: "desc", phase: "", epoch: "", cell: "", layer: "", fold: false };
+  let pageAfter = null; // the cursor the shown page started from (null: the first page)
+  let nextAfter = null;
+  let pageNumber = 1;
+
+  function samplesLive() {
+    return view.sort === "id" && !view.phase && !view.epoch && !view.cell && pageAfter === null;
+  }
+
+  function samplesUrl(after) {
+    const q = new URLSearchParams({ limit: String(PAGE_ROWS), order: view.order, sort: view.sort });
+    if (view.phase) q.set("phase", view.phase);
+    if (view.epoch) q.set("epoch", String(Number(view.epoch) - 1)); // 1-based on the page
+    if (view.cell !== "") q.set("cell", view.cell);
+    if (view.cell !== "" && view.layer !== "") q.set("layer", view.layer);
+    if (view.fold && view.phase === "derive") q.set("fold", "true");
+    if (after) q.set("after", after);
+    return `${base}/architectures?${q}`;
+  }
+
+  let samplesAsked = 0; // only the answer to the latest question is shown
+
+  async function loadSamples(after) {
+    const asked = ++samplesAsked;
+    try {
+      const page = await SEGNAS.getJSON(samplesUrl(after));
+      if (asked === samplesAsked) showSamplePage(page, after);
+    } catch (error) {
+      if (asked === samplesAsked) {
+        $("samples-page").textContent = `Cannot load the samples (${error.message}).`;
+      }
+    }
+  }
+
+  function showSamplePage(page, after) {
+    pageAfter = after;
+    nextAfter = page.next;
+    renderSamples(page.items || []);
+    $("samples-next").disabled = !nextAfter;
+    $("samples-first").disabled = after === null;
+    $("samples-page").textContent = `page ${pageNumber}`;
+    const sorted = view.sort === "id" ? "newest first" :
+      `by ${view.sort.replace("_", " ")}, ${view.order === "desc" ? "largest" : "smallest"} first`;
+    $("samples-caption").textContent = `every scored architecture, ${sorted}`;
+    for (const th of document.querySelectorAll("#samples-table th.sortable")) {
+      const on = th.dataset.sort === view.sort;
+      if (on) th.setAttribute("aria-sort", view.order === "desc" ? "descending" : "ascending");
+      else th.removeAttribute("aria-sort");
+    }
+  }
+
   function renderSamples(items) {
+    const folded = view.fold && view.phase === "derive";
+    $("count-head").hidden = !folded;
     if (!items.length) {
-      $("samples").replaceChildren(
-        el("tr", { class: "empty" }, el("td", { colspan: 7 }, "No architecture scored yet.")));
+      $("samples").replaceChildren(el("tr", { class: "empty" },
+        el("td", { colspan: 11 }, samplesLive() ? "No architecture scored yet." :
+          "No sample matches.")));
       return;
     }
-    $("samples").replaceChildren(...items.map((a) => el(
-      "tr", {},
-      el("td", {}, a.phase),
-      // Epochs count from 1 on this page, as in Progress; the derive phase comes after them.
-      el("td", { class: "num" }, a.phase === "derive" ? "–" : a.epoch + 1),
-      el("td", { class: "num" }, a.step),
-      el("td", {}, el("code", {}, archString(a.arch))),
-      el("td", { class: "num" }, formatNumber(a.reward)),
-      el("td", { class: "num" }, formatNumber(a.miou)),
-      el("td", { class: "num" }, formatNumber(a.accuracy)),
-    )));
+    $("samples").replaceChildren(...items.map((a) => {
+      const row = el(
+        "tr", {},
+        el("td", {}, a.phase),
+        // Epochs count from 1 on this page, as in Progress; the derive phase comes after them.
+        el("td", { class: "num" }, a.phase === "derive" ? "–" : a.epoch + 1),
+        el("td", { class: "num" }, a.step),
+        el("td", {}, el("code", {}, archString(a.arch))),
+      );
+      if (folded) row.append(el("td", { class: "num", "data-count": "" }, a.count));
+      for (const key of ["reward", "accuracy", "mean_precision", "mean_recall", "miou",
+        "miou_plus"]) {
+        row.append(el("td", { class: "num", "data-metric": key }, formatNumber(a[key])));
+      }
+      return row;
+    }));
+  }
+
+  /** The cell and layer filters' choices, once the space is known. */
+  function renderFilterChoices(cells, spec) {
+    const cellPick = $("f-cell");
+    if (cellPick.options.length === 1 && cells.length) {
+      cells.forEach((name, i) => cellPick.append(el("option", { value: String(i) }, name)));
+    }
+    const layers = spec && spec.space ? Number(spec.space.layers) || 0 : 0;
+    const layerPick = $("f-layer");
+    if (layerPick.options.length === 1 && layers) {
+      for (let i = 0; i < layers; i += 1) {
+        layerPick.append(el("option", { value: String(i) }, String(i + 1)));
+      }
+    }
+  }
+
+  function viewChanged() {
+    view.phase = $("f-phase").value;
+    view.epoch = $("f-epoch").value;
+    view.cell = $("f-cell").value;
+    view.layer = $("f-layer").value;
+    $("f-fold").disabled = view.phase !== "derive";
+    view.fold = $("f-fold").checked && view.phase === "derive";
+    pageNumber = 1;
+    loadSamples(null);
+  }
+
+  /** A sortable header: largest first, then smallest first, then back to newest first. */
+  function sortBy(key) {
+    if (view.sort !== key) Object.assign(view, { sort: key, order: "desc" });
+    else if (view.order === "desc") view.order = "asc";
+    else Object.assign(view, { sort: "id", order: "desc" });
+    pageNumber = 1;
+    loadSamples(null);
   }
 
   function renderRetrains(items) {
@@ -263,6 +362,20 @@
   }
 
   $("cancel").addEventListener("click", cancel);
+  $("sample-filters").addEventListener("change", viewChanged);
+  $("sample-filters").addEventListener("submit", (event) => event.preventDefault());
+  for (const th of document.querySelectorAll("#samples-table th.sortable")) {
+    th.querySelector("button").addEventListener("click", () => sortBy(th.dataset.sort));
+  }
+  $("samples-next").addEventListener("click", () => {
+    if (!nextAfter) return;
+    pageNumber += 1;
+    loadSamples(nextAfter);
+  });
+  $("samples-first").addEventListener("click", () => {
+    pageNumber = 1;
+    loadSamples(null);
+  });
   $("clone").addEventListener("click", cloneSearch);
   $("cells-epoch").addEventListener("input", () => {
     epochPicked = true;
