@@ -120,6 +120,9 @@ class ArchitectureOut(BaseModel):
     miou_plus: float
     policy_version: int
     created_at: datetime
+    params: int | None = Field(
+        None, description="parameters of the architecture as a stand-alone network"
+    )
     count: int = Field(
         1, description="samples this row stands for: 1, or with `fold` its architecture's"
     )

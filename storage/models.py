@@ -158,6 +158,8 @@ class Sample(Base):
     miou_plus: Mapped[float] = mapped_column(Float)
     policy_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Parameters of the architecture as a stand-alone network (NULL: stored before 0007).
+    params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Epoch(Base):

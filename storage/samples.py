@@ -7,7 +7,7 @@ however deep it is and rows stored meanwhile neither repeat nor vanish.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import ColumnElement, Select, Text, and_, cast, false, func, literal, or_, select
@@ -15,9 +15,8 @@ from sqlalchemy import ColumnElement, Select, Text, and_, cast, false, func, lit
 from storage.models import Sample
 
 SampleSort = Literal[
-    "id", "reward", "accuracy", "mean_precision", "mean_recall", "miou", "miou_plus"
+    "id", "reward", "accuracy", "mean_precision", "mean_recall", "miou", "miou_plus", "params"
 ]
-SAMPLE_SORTS: tuple[str, ...] = get_args(SampleSort)
 
 MAX_LAYER = 1023
 """More layers than any spec may ask for (the spec's limit is far below)."""
@@ -31,7 +30,8 @@ class SampleQuery(BaseModel):
     """Which samples, in what order.
 
     Attributes:
-        sort: the column the page is ordered by (ties broken by row id, in the same direction).
+        sort: the column the page is ordered by (ties broken by row id, in the same direction);
+            ``params`` leaves out the rows stored without a size (before migration 0007).
         descending: largest first (for ``id``: newest first).
         phase, epoch: only samples of that phase, of that epoch (0-based, as stored).
         cell, layer: only architectures with cell index ``cell`` at layer ``layer`` (0-based);
@@ -68,6 +68,8 @@ def sample_page_statement(
 ) -> Select:
     """Rows of ``(Sample, count)`` for one page, ``count`` being 1 unless ``query.fold``."""
     conditions = [Sample.search_id == search_id, *_filters(query)]
+    if query.sort == "params":
+        conditions.append(Sample.params.is_not(None))
     if query.fold:
         groups = (
             select(func.min(Sample.id).label("first"), func.count().label("n"))

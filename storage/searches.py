@@ -100,6 +100,7 @@ class SampleRecord(_Record):
     miou: float
     miou_plus: float
     policy_version: int
+    params: int | None = None  # the architecture's as a stand-alone network
 
 
 class StoredSampleRecord(SampleRecord):

@@ -7,9 +7,15 @@ bilinear upsampling are not counted (they are small beside the convolutions and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from supernet.cells import Cell
+from supernet.network import build_child
+from supernet.space import SearchSpace
 
 
 def count_params(module: nn.Module) -> int:
@@ -31,3 +37,23 @@ def count_flops(module: nn.Module, input_size: tuple[int, int], in_channels: int
         return int(counter.get_total_flops())
     finally:
         module.train(was_training)
+
+
+class ChildSizes:
+    """Parameters of any child of ``space`` as a stand-alone network, without building it.
+
+    A child is its frame (stem, skip merges, head) and one cell per encoder and decoder layer
+    (decoder layer ``j`` mirrors encoder layer ``n - 1 - j``), so its size is the frame's plus
+    twice the sum of its cells'. Each cell kind is counted once here, from a real module, so
+    ``params(arch) == count_params(build_child(space, arch))`` for every ``arch``.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.cell_params = [count_params(Cell(name, space.channels)) for name in space.cells]
+        first = build_child(space, [0] * space.layers)
+        self.frame_params = count_params(first) - 2 * space.layers * self.cell_params[0]
+
+    def params(self, arch: Iterable[int]) -> int:
+        cells = self.space.check(arch)
+        return self.frame_params + 2 * sum(self.cell_params[i] for i in cells)

@@ -1,4 +1,5 @@
 import copy
+import itertools
 import pickle
 
 import pytest
@@ -7,7 +8,7 @@ from torch import nn
 
 from supernet.cells import CELL_NAMES, Cell
 from supernet.network import ChildNet, SuperNet, build_child
-from supernet.profile import count_flops, count_params
+from supernet.profile import ChildSizes, count_flops, count_params
 from supernet.space import SearchSpace
 
 SMALL = SearchSpace(layers=6, channels=8, num_classes=5)
@@ -325,3 +326,11 @@ def test_entangling_skips_pairs_whose_larger_cell_is_not_in_the_space():
     assert isinstance(net.encoder[0][0].op[0], nn.Conv2d)
     with pytest.raises(ValueError, match="sharing must be one of"):
         SuperNet(space, sharing="tied")
+
+
+@pytest.mark.parametrize("skip_merge", ["concat", "sum"])
+def test_child_sizes_count_every_architecture_as_building_it_does(skip_merge):
+    space = SearchSpace(layers=2, channels=8, num_classes=5, skip_merge=skip_merge)
+    sizes = ChildSizes(space)
+    for arch in itertools.product(range(len(space.cells)), repeat=space.layers):  # all 36
+        assert sizes.params(arch) == count_params(build_child(space, arch)), arch

@@ -114,7 +114,7 @@ def test_bad_sample_queries_are_422_naming_the_parameter(api: TestClient):
     search_id, _ = populated(api)
     url = f"/searches/{search_id}/architectures"
     for params, word in [
-        ({"sort": "params"}, "sort"),
+        ({"sort": "flops"}, "sort"),
         ({"phase": "shared"}, "phase"),
         ({"epoch": -1}, "epoch"),
         ({"cell": -1}, "cell"),
@@ -126,3 +126,17 @@ def test_bad_sample_queries_are_422_naming_the_parameter(api: TestClient):
         ({"sort": "reward", "after": "snotbase64"}, "after"),
     ]:
         assert_problem(api.get(url, params=params), 422, word)
+
+
+def test_params_come_with_each_sample_and_sort_leaves_out_rows_without(api: TestClient):
+    search_id = submit(api)["id"]
+    sized = [
+        scored(0, 0, i, [i, 0, 0], 0.5).model_copy(update={"params": p})
+        for i, p in enumerate([3000, 1000, 2000])
+    ]
+    unsized = scored(0, 1, 0, [2, 2, 2], 0.5)  # a row stored before sizes were recorded
+    store_of(api).add_samples(search_id, [*sized, unsized])
+    url = f"/searches/{search_id}/architectures"
+    assert [i["params"] for i in api.get(url).json()["items"]] == [3000, 1000, 2000, None]
+    pages = all_pages(api, url, sort="params", order="desc", limit=2)
+    assert [i["params"] for p in pages for i in p] == [3000, 2000, 1000]

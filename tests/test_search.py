@@ -13,9 +13,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray
 
+from segnas.cost import data_facts
 from segnas.spec import SearchSpec, load_search_spec
 from storage.migrate import upgrade
 from storage.searches import SearchStore
+from supernet.network import build_child
+from supernet.profile import count_params
 from workers.driver import SearchCancelledError, SearchDriver, SearchOutcome, SearchProgress
 from workers.entry import run_search
 
@@ -81,6 +84,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "outcome": outcome,
             "search": store.get(outcome.search_id),
             "rows": rows(store, outcome.search_id),
+            "sizes": {(tuple(s.arch), s.params) for s in store.samples(outcome.search_id)},
             "epochs": store.epochs(outcome.search_id),
             "result": store.result(outcome.search_id),
             "checkpoints": store.checkpoints(outcome.search_id),
@@ -113,7 +117,12 @@ def test_a_search_records_every_sample_epoch_checkpoint_and_its_result(reference
     assert ref["search"].best_arch == outcome.best_arch
     assert ref["search"].best_reward == outcome.best_reward
     assert ref["search"].progress["phase"] == "derive"
-    assert ref["result"].params > 0
+    # Every row carries its architecture's size as a stand-alone network; the result too.
+    data = data_facts(spec.dataset)
+    space = spec.space.build(num_classes=data.num_classes, in_channels=data.in_channels)
+    for arch, params in ref["sizes"]:
+        assert params == count_params(build_child(space, arch)), arch
+    assert ref["result"].params == count_params(build_child(space, ref["result"].arch))
 
 
 def test_a_search_keeps_its_newest_checkpoints_and_none_after_success(reference: dict) -> None:

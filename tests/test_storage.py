@@ -143,6 +143,18 @@ def test_evaluations_come_and_go_with_their_migration(db_url: str, engine: Engin
     assert current_revision(engine) == "0004"
 
 
+def test_sample_sizes_come_and_go_with_their_migration(db_url: str, engine: Engine) -> None:
+    def columns() -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns("samples")}
+
+    upgrade(db_url, "0006")
+    assert "params" not in columns()
+    upgrade(db_url)
+    assert "params" in columns()
+    downgrade(db_url, "0006")
+    assert "params" not in columns() and current_revision(engine) == "0006"
+
+
 def test_the_accounts_migration_gives_older_searches_to_the_admin_it_makes(
     db_url: str, engine: Engine
 ) -> None:

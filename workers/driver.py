@@ -46,8 +46,7 @@ from storage.fencing import Fence, LeaseLostError
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
 from supernet.errors import ConfigError, SearchFaultError, SegnasError
 from supernet.metrics import METRIC_NAMES
-from supernet.network import build_child
-from supernet.profile import count_params
+from supernet.profile import ChildSizes
 from workers.actors import ReplicaActor
 from workers.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from workers.memory import is_memory_error, memory_failure
@@ -158,6 +157,7 @@ class SearchDriver:
         self._replicas: list[Any] = []
         self._controller: Any = None
         self._placement: Any = None  # the replicas' reserved resources (workers.placement)
+        self._sizes: ChildSizes | None = None  # every sample row's parameter count
 
     @property
     def replicas(self) -> list[Any]:
@@ -279,6 +279,11 @@ class SearchDriver:
         address, port = self._gather([self._replicas[0].address.remote()])[0]
         self._gather([r.join_group.remote(address, port) for r in self._replicas])
         self.info = self._gather([self._replicas[0].describe.remote()])[0]
+        self._sizes = ChildSizes(
+            self.spec.space.build(
+                num_classes=self.info["num_classes"], in_channels=self.info["in_channels"]
+            )
+        )
         self._incarnation = self._gather([self._controller.incarnation.remote()])[0]
 
         checkpoint, payload = self._readable_checkpoint()
@@ -470,9 +475,7 @@ class SearchDriver:
                         "baseline": update.baseline,
                     }
             rows = [
-                _sample_row(
-                    "controller", epoch, step, i, s.arch, metrics[i], spec.reward, batch.version
-                )
+                self._sample_row("controller", epoch, step, i, s.arch, metrics[i], batch.version)
                 for i, s in enumerate(batch.samples)
             ]
             self.store.add_samples(self.search_id, rows, fence=self.fence)
@@ -522,19 +525,16 @@ class SearchDriver:
             done = sum(1 for a in archs if a in scored)
             self._report(epoch=spec.epochs, phase="derive", step=done, steps=len(archs))
         rows = [
-            _sample_row("derive", spec.epochs, 0, i, arch, scored[arch], spec.reward, version)
+            self._sample_row("derive", spec.epochs, 0, i, arch, scored[arch], version)
             for i, arch in enumerate(archs)
         ]
         self.store.add_samples(self.search_id, rows, fence=self.fence)
         winner = max(rows, key=lambda row: row.reward)  # first of equals: lowest index
-        space = spec.space.build(
-            num_classes=self.info["num_classes"], in_channels=self.info["in_channels"]
-        )
         result = ResultRecord(
             arch=winner.arch,
             reward=winner.reward,
             metrics=scored[tuple(winner.arch)],
-            params=count_params(build_child(space, winner.arch)),
+            params=winner.params,
             candidates=len(unique),
         )
         self.store.set_result(self.search_id, result, fence=self.fence)
@@ -597,6 +597,29 @@ class SearchDriver:
 
     # progress and cancellation
 
+    def _sample_row(
+        self,
+        phase: str,
+        epoch: int,
+        step: int,
+        index: int,
+        arch: Sequence[int],
+        metrics: dict[str, float],
+        version: int,
+    ) -> SampleRecord:
+        assert self._sizes is not None, "the replicas describe the space before any sample"
+        return SampleRecord(
+            phase=phase,
+            epoch=epoch,
+            step=step,
+            index=index,
+            arch=list(arch),
+            reward=metrics[self.spec.reward],
+            policy_version=version,
+            params=self._sizes.params(arch),
+            **{k: metrics[k] for k in METRIC_NAMES},
+        )
+
     def _report(
         self, *, epoch: int, phase: str, step: int, steps: int, best: _Best | None = None
     ) -> None:
@@ -624,28 +647,6 @@ class SearchDriver:
     def _check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
             raise SearchCancelledError(f"search {self.search_id} was cancelled")
-
-
-def _sample_row(
-    phase: str,
-    epoch: int,
-    step: int,
-    index: int,
-    arch: Sequence[int],
-    metrics: dict[str, float],
-    reward: str,
-    version: int,
-) -> SampleRecord:
-    return SampleRecord(
-        phase=phase,
-        epoch=epoch,
-        step=step,
-        index=index,
-        arch=list(arch),
-        reward=metrics[reward],
-        policy_version=version,
-        **{k: metrics[k] for k in METRIC_NAMES},
-    )
 
 
 def _tuple_or_none(arch: Sequence[int] | None) -> tuple[int, ...] | None:
