@@ -508,7 +508,7 @@ def test_the_samples_table_sorts_filters_folds_and_pages(auth_server: Server, br
         return SampleRecord(
             phase=phase, epoch=0 if phase == "controller" else 1, step=i // 5, index=i % 5,
             arch=arch, reward=reward, accuracy=0.5, mean_precision=0.5, mean_recall=0.5,
-            miou=reward, miou_plus=reward, policy_version=0,
+            miou=reward, miou_plus=reward, policy_version=0, params=10_000 + 100 * i,
         )  # fmt: skip
 
     # 25 controller samples, reward i / 100 (i = 0..24); the derive phase scored `1 1 ...`
@@ -533,6 +533,9 @@ def test_the_samples_table_sorts_filters_folds_and_pages(auth_server: Server, br
     # Newest first, 20 to a page: the derive phase's four, then controller rewards 0.24 down.
     newest = ["0.400", "0.500", "0.500", "0.500", *[f"{i / 100:.3f}" for i in range(24, 8, -1)]]
     wait_until("the newest page", lambda: rewards() == newest, 30)
+    # Reward against size: a dot per sample (each with its tooltip).
+    dots = "#size-chart circle title"
+    wait_until("the size chart", lambda: len(browser.find_elements("css selector", dots)) == 29, 30)
     by_id(browser, "samples-next").click()
     wait_until(
         "the second page", lambda: rewards() == [f"{i / 100:.3f}" for i in range(8, -1, -1)], 30

@@ -1,4 +1,5 @@
-// The search page's two drawings, as inline SVG: the reward curve and the architecture.
+// The search page's drawings, as inline SVG: the reward curve, reward against size, the
+// architecture and the policy's cell heat map.
 "use strict";
 
 const CHARTS = (() => {
@@ -127,6 +128,75 @@ const CHARTS = (() => {
       group.append(svg("line", { x1: x, x2: x + 20, y1: 10, y2: 10, class: `line ${series.cls}` }));
       x -= 18;
     }
+    return group;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Reward against size
+  // ---------------------------------------------------------------------------------------
+
+  /** A dot per sample (GET /searches/{id}/architectures items): its parameters across, its
+   * reward up; the derive phase's candidates drawn apart from the policy's samples. */
+  function drawSizeScatter(container, items) {
+    const sized = items.filter((a) => Number.isFinite(a.params) && Number.isFinite(a.reward));
+    if (!sized.length) {
+      container.replaceChildren(el("p", { class: "muted" }, "No sized sample yet."));
+      return;
+    }
+    const { height, left, right, top, bottom } = CHART;
+    const width = Math.max(CHART.minWidth, Math.floor(container.clientWidth) || 640);
+    const kilo = sized.map((a) => a.params / 1000);
+    const x = niceTicks(Math.min(...kilo), Math.max(...kilo), 6);
+    const y = niceTicks(Math.min(...sized.map((a) => a.reward)),
+      Math.max(...sized.map((a) => a.reward)), 5);
+    const px = (v) => left + ((v - x.lo) / (x.hi - x.lo)) * (width - left - right);
+    const py = (v) => top + (1 - (v - y.lo) / (y.hi - y.lo)) * (height - top - bottom);
+    const chart = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`, class: "reward-svg", role: "img",
+      "aria-label": `reward against parameters, ${sized.length} samples`,
+    });
+    for (const v of y.ticks) {
+      chart.append(
+        svg("line", { x1: left, x2: width - right, y1: py(v), y2: py(v), class: "grid" }),
+        svg("text", { x: left - 6, y: py(v), class: "tick tick-y" }, v.toFixed(y.decimals)),
+      );
+    }
+    for (const v of x.ticks) {
+      chart.append(svg("text", { x: px(v), y: height - bottom + 16, class: "tick tick-x" },
+        v.toFixed(x.decimals)));
+    }
+    chart.append(
+      svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }),
+      svg("line", {
+        x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis",
+      }),
+      svg("text", { x: (left + width - right) / 2, y: height - 6, class: "axis-label" },
+        "parameters (thousands)"),
+      svg("text", {
+        x: 14, y: (top + height - bottom) / 2, class: "axis-label",
+        transform: `rotate(-90 14 ${(top + height - bottom) / 2})`,
+      }, "reward"),
+    );
+    const r = sized.length > 300 ? 2 : 3;
+    for (const a of sized) {
+      chart.append(svg("circle", {
+        cx: px(a.params / 1000).toFixed(1), cy: py(a.reward).toFixed(1), r,
+        class: a.phase === "derive" ? "dot-derive" : "dot-sample",
+      }, svg("title", {}, `${SEGNAS.archString(a.arch)}: reward ${formatNumber(a.reward)}, ` +
+        `${a.params.toLocaleString()} parameters (${a.phase})`)));
+    }
+    chart.append(scatterLegend(width - right));
+    container.replaceChildren(chart);
+  }
+
+  function scatterLegend(xEnd) {
+    const group = svg("g", { class: "legend" });
+    [["dot-sample", "policy samples"], ["dot-derive", "derive candidates"]].forEach(
+      ([cls, label], i) => {
+        const x = xEnd - 290 + i * 150;
+        group.append(svg("circle", { cx: x, cy: 14, r: 4, class: cls }),
+          svg("text", { x: x + 10, y: 14 }, label));
+      });
     return group;
   }
 
@@ -304,5 +374,5 @@ const CHARTS = (() => {
     container.replaceChildren(chart);
   }
 
-  return { drawArchDiagram, drawCellHeatmap, drawRewardChart };
+  return { drawArchDiagram, drawCellHeatmap, drawRewardChart, drawSizeScatter };
 })();

@@ -5,6 +5,8 @@
   const { el, formatNumber, archString, isTerminal } = SEGNAS;
   const POLL_MS = 1500;
   const PAGE_ROWS = 20;
+  const SCATTER_ROWS = 500; // the latest samples the size chart draws
+  const SCATTER_EVERY_MS = 10000; // while a search runs, the chart is redrawn at most this often
   const CANCELLABLE = new Set(["queued", "running"]);
   const METRICS = [
     ["accuracy", "accuracy"],
@@ -85,9 +87,26 @@
     rewardPoints = rewards.points || [];
     CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
     renderFilterChoices(cells.cells || [], s.spec);
+    await refreshScatter(isTerminal(s.status));
     if (samples && samplesLive()) showSamplePage(samples, null); // unless the reader moved on
     renderResult(result);
     renderBest(result || s.best, s.spec, result);
+  }
+
+  let scatterAt = -Infinity;
+  let scatterItems = [];
+
+  /** Reward against size of the latest samples: at most every SCATTER_EVERY_MS while the
+   * search runs (a page of 500 rows), and once more when it has ended. */
+  async function refreshScatter(final) {
+    if (!final && Date.now() - scatterAt < SCATTER_EVERY_MS) return;
+    scatterAt = Date.now();
+    const page = await SEGNAS.getJSON(`${base}/architectures?order=desc&limit=${SCATTER_ROWS}`);
+    scatterItems = page.items || [];
+    $("scatter-caption").textContent = scatterItems.length === SCATTER_ROWS
+      ? `the latest ${SCATTER_ROWS} samples; parameters of each as a stand-alone network`
+      : `all ${scatterItems.length} samples; parameters of each as a stand-alone network`;
+    CHARTS.drawSizeScatter($("size-chart"), scatterItems);
   }
 
   // The heat map's data, and whether the reader has picked an epoch (else: the latest).
@@ -174,7 +193,7 @@
     $("count-head").hidden = !folded;
     if (!items.length) {
       $("samples").replaceChildren(el("tr", { class: "empty" },
-        el("td", { colspan: 11 }, samplesLive() ? "No architecture scored yet." :
+        el("td", { colspan: 12 }, samplesLive() ? "No architecture scored yet." :
           "No sample matches.")));
       return;
     }
@@ -188,6 +207,8 @@
         el("td", {}, el("code", {}, archString(a.arch))),
       );
       if (folded) row.append(el("td", { class: "num", "data-count": "" }, a.count));
+      row.append(el("td", { class: "num", "data-metric": "params" },
+        Number.isFinite(a.params) ? a.params.toLocaleString() : "–"));
       for (const key of ["reward", "accuracy", "mean_precision", "mean_recall", "miou",
         "miou_plus"]) {
         row.append(el("td", { class: "num", "data-metric": key }, formatNumber(a[key])));
@@ -383,6 +404,7 @@
   });
   window.addEventListener("resize", () => {
     if (rewardPoints.length) CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
+    if (scatterItems.length) CHARTS.drawSizeScatter($("size-chart"), scatterItems);
   });
   poll();
 })();
