@@ -25,6 +25,7 @@ from service.cursors import (
     encode_sample_cursor,
     encode_search_cursor,
 )
+from service.logs import LogChunk, read_log
 from service.pages import WEB_DIR, wants_html
 from service.quotas import QuotaExceededError, check_active, count_submission
 from service.schemas import (
@@ -381,6 +382,33 @@ async def get_result(search_id: str, request: Request, user: CurrentUser) -> Res
             raise HTTPException(409, f"search {search_id} ended {record.status}: no result")
         raise HTTPException(409, f"search {search_id} is {record.status}: no result yet")
     return ResultOut.model_validate(result, from_attributes=True)
+
+
+@router.get("/{search_id}/log", response_model=LogChunk, responses=NOT_FOUND)
+async def search_log(
+    search_id: str,
+    request: Request,
+    user: CurrentUser,
+    offset: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=2**62,
+            description="a byte offset: the `next` of the previous chunk; "
+            "without it, the log's last 64 KiB",
+        ),
+    ] = None,
+) -> LogChunk:
+    """The search's driver log (progress per epoch, recoveries, errors), a chunk at a time;
+    the page polls it with the `next` of the chunk before."""
+    state = request.app.state
+
+    def read() -> LogChunk:
+        owned_search(state.store, user, search_id)
+        path = state.settings.data_dir / "logs" / f"{search_id}.log"
+        return read_log(path, offset, state.settings.data_dir)
+
+    return await blocking(request, read)
 
 
 @router.get("/{search_id}/retrains", response_model=RetrainList, responses=NOT_FOUND)

@@ -560,6 +560,7 @@ def test_an_architecture_carries_its_slot_arch_reward_and_metrics(api: TestClien
         "miou": 0.52,
         "miou_plus": pytest.approx(0.57),
         "policy_version": 14,
+        "params": None,  # the test's row has none; a search's rows have theirs
         "count": 1,
     }
 

@@ -173,6 +173,10 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
     assert f"segnas export --search {search_id} --out export-{search_id[:8]}" in commands
     # Which score the best reward is: the result's, on the whole validation split.
     assert by_id(browser, "best-reward").text.endswith("on the validation split")
+    # The driver's log: a line per epoch, and the derive phase's pick.
+    log = wait_until("the log", lambda: "derive: " in by_id(browser, "log").text and
+                     by_id(browser, "log").text, 30)  # fmt: skip
+    assert "epoch 1/2: shared loss" in log and "epoch 2/2: shared loss" in log, log[-2000:]
     # How long it took (nothing left to wait for), on its page and in the list.
     duration = re.compile(r"\d+ s|\d+ min \d+ s")
     assert by_id(browser, "p-elapsed-label").text == "took"

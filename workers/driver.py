@@ -407,6 +407,12 @@ class SearchDriver:
                 fence=self.fence,
             )
             self._checkpoint(epoch, best)
+            log.info(
+                "epoch %d/%d: shared loss %.4f, mean reward %s, controller entropy %s, "
+                "best %s on one minibatch (%.1f s)",
+                epoch + 1, spec.epochs, loss, _fmt(stats.get("mean_reward")),
+                _fmt(stats.get("entropy")), _fmt(best.reward), time.perf_counter() - started,
+            )  # fmt: skip
         result = self._derive_phase(best)
         return SearchOutcome(
             search_id=self.search_id,
@@ -538,6 +544,11 @@ class SearchDriver:
             candidates=len(unique),
         )
         self.store.set_result(self.search_id, result, fence=self.fence)
+        log.info(
+            "derive: %d architectures sampled, %d distinct; the best %s, reward %.4f on the "
+            "validation split, %d parameters",
+            len(archs), len(unique), " ".join(map(str, winner.arch)), winner.reward, winner.params,
+        )  # fmt: skip
         # From here the best is the result, scored on the validation split, not the best
         # one-minibatch reward of the controller phase (a noisier, often higher number).
         best.reward, best.arch = winner.reward, tuple(winner.arch)
@@ -647,6 +658,10 @@ class SearchDriver:
     def _check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
             raise SearchCancelledError(f"search {self.search_id} was cancelled")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _tuple_or_none(arch: Sequence[int] | None) -> tuple[int, ...] | None:

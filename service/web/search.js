@@ -306,6 +306,31 @@
     CHARTS.drawArchDiagram($("arch-diagram"), best.arch, spec && spec.space);
   }
 
+  // --- the driver's log, streamed ---------------------------------------------------------
+
+  const LOG_KEEP = 200000; // characters the page keeps (the start goes first)
+  let logNext = null; // the offset to read from next (null: start from the log's tail)
+  let logFinal = false;
+  let logText = "";
+
+  async function refreshLog(terminal) {
+    if (logFinal) return;
+    const query = logNext === null ? "" : `?offset=${logNext}`;
+    const chunk = await SEGNAS.getJSON(`${base}/log${query}`);
+    const box = $("log");
+    if (!chunk.exists) {
+      box.textContent = "Nothing logged here yet (a search on a Ray cluster logs to its Ray job).";
+    } else if (chunk.text) {
+      const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+      logText = (logText + chunk.text).slice(-LOG_KEEP);
+      box.textContent = logText;
+      if (atEnd) box.scrollTop = box.scrollHeight;
+    }
+    logNext = chunk.next;
+    // Once the search has ended, read on until the log is read to its end.
+    logFinal = terminal && chunk.next >= chunk.size;
+  }
+
   // --- polling ----------------------------------------------------------------------------
 
   function showConnection(message) {
@@ -338,6 +363,7 @@
           detailsFinal = terminal;
         }
       }
+      if (search) await refreshLog(isTerminal(search.status));
       showConnection(null);
     } catch (error) {
       if (error instanceof SEGNAS.ApiError && error.status === 404) {
