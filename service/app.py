@@ -107,6 +107,11 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
+    @app.get("/compare", include_in_schema=False)
+    async def compare() -> FileResponse:
+        """Searches side by side (``?ids=A,B``): reward curves overlaid, results, spec diff."""
+        return FileResponse(WEB_DIR / "compare.html", media_type="text/html")
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> FileResponse:
         """Swagger UI over /openapi.json, every file from this server."""

@@ -579,3 +579,75 @@ def test_the_samples_table_sorts_filters_folds_and_pages(auth_server: Server, br
     Select(by_id(browser, "f-layer")).select_by_value("0")
     expected = [f"{i / 100:.3f}" for i in range(25) if i % 3 == 2]  # still smallest first
     wait_until("cell 2 at layer 1", lambda: rewards() == expected, 30)
+
+
+def tick(driver, css: str) -> bool:
+    """Tick the checkbox ``css`` names; False when a poll redrew it meanwhile (try again)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        box = driver.find_element("css selector", css)
+        if not box.is_selected():
+            box.click()
+        return box.is_selected()
+    except StaleElementReferenceException:
+        return False
+
+
+def test_two_searches_picked_in_the_list_are_compared_side_by_side(
+    auth_server: Server, browser
+) -> None:
+    from storage.searches import SampleRecord, SearchStore
+
+    admin = (auth_server.log_path.parent / "admin-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {admin}", "X-Requested-With": "t"}
+    body = yaml.safe_load(TINY.read_text())
+    ids = []
+    for name, reward in [("cmp-miou", "miou"), ("cmp-accuracy", "accuracy")]:
+        answer = httpx.post(
+            f"{auth_server.base}/searches", json={**body, "name": name, "reward": reward},
+            headers=headers, timeout=30,
+        )  # fmt: skip
+        ids.append(answer.json()["id"])
+    store = SearchStore(f"sqlite:///{auth_server.log_path.parent / 'segnas.db'}")
+    try:
+        for n, search_id in enumerate(ids):  # 4 and 6 controller steps of 2 samples
+            store.add_samples(search_id, [
+                SampleRecord(
+                    phase="controller", epoch=0, step=step, index=i, arch=[0, 1, 2],
+                    reward=0.1 * step + 0.05 * n, accuracy=0.9, mean_precision=0.5,
+                    mean_recall=0.5, miou=0.3, miou_plus=0.4, policy_version=step,
+                )
+                for step in range(4 + 2 * n) for i in range(2)
+            ])  # fmt: skip
+    finally:
+        store.close()
+
+    browser.get(f"{auth_server.base}/")
+    sign_in(browser, admin)
+    by_id(browser, "filter-q").send_keys("cmp-")
+    wait_until(
+        "both rows", lambda: len(browser.find_elements("css selector", "[data-pick]")) == 2, 30
+    )
+    assert by_id(browser, "compare").get_attribute("disabled") is not None
+    for search_id in ids:
+        wait_until("its box ticked", lambda: tick(browser, f'[data-pick="{search_id}"]'), 30)  # noqa: B023
+    by_id(browser, "compare").click()
+    wait_until("the compare page", lambda: "/compare?ids=" in browser.current_url, 30)
+    rows = lambda: browser.find_elements("css selector", "#compare-rows tr[data-id]")  # noqa: E731
+    wait_until("both searches", lambda: len(rows()) == 2, 30)
+    assert [r.find_elements("css selector", "td")[3].text for r in rows()] == ["miou", "accuracy"]
+    curves = browser.find_elements("css selector", "#compare-chart polyline[data-series]")
+    assert [c.get_attribute("data-series") for c in curves] == ["cmp-miou", "cmp-accuracy"]
+    assert [len(c.get_attribute("points").split()) for c in curves] == [4, 6]
+    diff = {
+        r.find_elements("css selector", "td")[0].text: [
+            c.text for c in r.find_elements("css selector", "td")[1:]
+        ]
+        for r in browser.find_elements("css selector", "#diff-rows tr")
+    }
+    assert diff["reward"] == ['"miou"', '"accuracy"'] and diff["name"] == [
+        '"cmp-miou"',
+        '"cmp-accuracy"',
+    ]
+    assert "space.layers" not in diff  # the same in both: not shown

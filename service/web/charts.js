@@ -201,6 +201,64 @@ const CHARTS = (() => {
   }
 
   // ---------------------------------------------------------------------------------------
+  // Reward curves of several searches
+  // ---------------------------------------------------------------------------------------
+
+  /** The mean reward per controller step of each of `series` ({label, points, index}), one
+   * line each in the colour of its index, over the step count (searches may differ in it). */
+  function drawCompareChart(container, series) {
+    if (!series.length) {
+      container.replaceChildren(el("p", { class: "muted" }, "No controller steps yet."));
+      return;
+    }
+    const { height, left, right, top, bottom } = CHART;
+    const width = Math.max(CHART.minWidth, Math.floor(container.clientWidth) || 640);
+    const values = series.flatMap((s) => s.points.map((p) => p.mean_reward))
+      .filter(Number.isFinite);
+    const y = niceTicks(Math.min(...values), Math.max(...values), 5);
+    const xMax = Math.max(1, ...series.map((s) => s.points.length - 1));
+    const x = niceTicks(0, xMax, 6);
+    const px = (i) => left + (i / x.hi) * (width - left - right);
+    const py = (v) => top + (1 - (v - y.lo) / (y.hi - y.lo)) * (height - top - bottom);
+    const chart = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`, class: "reward-svg", role: "img",
+      "aria-label": `mean reward per controller step of ${series.length} searches`,
+    });
+    for (const v of y.ticks) {
+      chart.append(
+        svg("line", { x1: left, x2: width - right, y1: py(v), y2: py(v), class: "grid" }),
+        svg("text", { x: left - 6, y: py(v), class: "tick tick-y" }, v.toFixed(y.decimals)),
+      );
+    }
+    for (const v of x.ticks) {
+      chart.append(svg("text", { x: px(v), y: height - bottom + 16, class: "tick tick-x" }, v));
+    }
+    chart.append(
+      svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }),
+      svg("line", {
+        x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis",
+      }),
+      svg("text", { x: (left + width - right) / 2, y: height - 6, class: "axis-label" },
+        "controller step"),
+    );
+    const legend = svg("g", { class: "legend" });
+    series.forEach((s, n) => {
+      const xy = s.points.map((p, i) => [i, p.mean_reward]).filter(([, v]) => Number.isFinite(v))
+        .map(([i, v]) => `${px(i).toFixed(1)},${py(v).toFixed(1)}`);
+      chart.append(svg("polyline", {
+        points: xy.join(" "), class: `line series-${s.index}`, "data-series": s.label,
+      }));
+      const lx = left + 8 + n * 150;
+      legend.append(
+        svg("line", { x1: lx, x2: lx + 18, y1: 14, y2: 14, class: `line series-${s.index}` }),
+        svg("text", { x: lx + 24, y: 14 }, s.label.length > 18 ? `${s.label.slice(0, 17)}…` : s.label),
+      );
+    });
+    chart.append(legend);
+    container.replaceChildren(chart);
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Architecture diagram
   // ---------------------------------------------------------------------------------------
 
@@ -374,5 +432,5 @@ const CHARTS = (() => {
     container.replaceChildren(chart);
   }
 
-  return { drawArchDiagram, drawCellHeatmap, drawRewardChart, drawSizeScatter };
+  return { drawArchDiagram, drawCellHeatmap, drawCompareChart, drawRewardChart, drawSizeScatter };
 })();

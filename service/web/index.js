@@ -49,15 +49,47 @@
         progressBar(progress ? progress.fraction : search.status === "succeeded" ? 1 : 0),
         progress ? el("span", { class: "progress-label" }, progressText(search, progress)) : null,
       ),
-      el("td", { class: "num" }, best ? formatNumber(best.reward) : "–"),
+      el("td", { class: "num", title: "the search's reward function" },
+        best ? formatNumber(best.reward) : "–",
+        search.spec && search.spec.reward
+          ? el("span", { class: "progress-label" }, search.spec.reward) : null),
       el("td", { class: "num" }, timeText(search)),
       el("td", {}, timeElement(search.created_at)),
+      el("td", {}, pickBox(search)),
     );
     row.addEventListener("click", (event) => {
-      if (!event.target.closest("a")) window.location.assign(page);
+      if (!event.target.closest("a, input")) window.location.assign(page);
     });
     return row;
   }
+
+  // Searches picked for /compare (kept across polls and pages), at most COMPARE_MAX.
+  const COMPARE_MAX = 6;
+  const picked = new Set();
+  const compareButton = document.getElementById("compare");
+
+  function pickBox(search) {
+    const box = el("input", {
+      type: "checkbox", "aria-label": `compare ${search.name || search.id}`, "data-pick": search.id,
+    });
+    box.checked = picked.has(search.id);
+    box.addEventListener("change", () => {
+      if (box.checked && picked.size >= COMPARE_MAX) box.checked = false;
+      if (box.checked) picked.add(search.id);
+      else picked.delete(search.id);
+      showPicked();
+    });
+    return box;
+  }
+
+  function showPicked() {
+    compareButton.disabled = picked.size < 2;
+    compareButton.textContent = picked.size ? `Compare selected (${picked.size})` : "Compare selected";
+  }
+
+  compareButton.addEventListener("click", () => {
+    if (picked.size >= 2) window.location.assign(`/compare?ids=${[...picked].join(",")}`);
+  });
 
   /** How long it took, or has run and has left. */
   function timeText(search) {
@@ -76,7 +108,7 @@
     if (items.length === 0) {
       const filtered = list.q || list.status || list.cursors.length > 1;
       const text = filtered ? "No search matches." : "No searches yet: start one below.";
-      rows.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 8 }, text)));
+      rows.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 9 }, text)));
       return;
     }
     rows.replaceChildren(...items.map(searchRow));
