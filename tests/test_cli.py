@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from segnas.cli import main
+from supernet.data.digits import DIGIT_CLASSES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "voc2012-sample"
 PAPER_ARCH = "0 5 5 2 2 2 4 5 3 5 3 4"
@@ -85,8 +86,13 @@ def test_data_inspect_digits(capsys, tmp_path):
     assert out["num_classes"] == 11
     assert out["classes"][0] == 0 and set(out["classes"]) <= set(range(11))
     assert len(out["histogram"]["train"]) == 11
+    # A readable grid: 8 rows of image | labels | overlay, each tile drawn far larger than
+    # its 32 px, with a legend of the classes shown (background, digits).
     with Image.open(preview) as image:
-        assert image.width == 3 * 32 and image.height == 8 * 32
+        assert image.width >= 3 * 150 and image.height >= 8 * 150
+    legend = out["preview_legend"]
+    assert legend[0] == "0 background" and len(legend) >= 2
+    assert all(entry.split(" ", 1)[1] in DIGIT_CLASSES for entry in legend)
 
 
 def test_data_inspect_of_a_config_describes_the_search_s_data(capsys, tmp_path):

@@ -53,9 +53,19 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
     return palette
 
 
-def write_preview(data: SegmentationData, path: Path, count: int) -> int:
-    """Save ``count`` eval-mode items as rows of image | mask | overlay; returns the count."""
-    from PIL import Image
+TILE_INCHES = 1.8
+"""Each image of the preview is drawn this large (nearest-neighbour), whatever its pixels."""
+
+
+def write_preview(data: SegmentationData, path: Path, count: int) -> list[str]:
+    """Save ``count`` eval-mode items as rows of image | labels | overlay, titled, each tile
+    drawn large, with a legend of the classes the shown masks hold (VOC's colours; the
+    ignore label as "ignored"). Returns the legend's entries, "id name", in id order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     from supernet.errors import DatasetError
 
@@ -66,19 +76,43 @@ def write_preview(data: SegmentationData, path: Path, count: int) -> int:
     mean = np.asarray(data.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(data.std, dtype=np.float32)[:, None, None]
     palette = voc_palette()
-    rows = []
+    fig, axes = plt.subplots(
+        count, 3, figsize=(3 * TILE_INCHES + 2.2, count * TILE_INCHES + 0.4), squeeze=False
+    )
+    shown: set[int] = set()
     for i in range(count):
         image, mask = split[i]
-        rgb = (image.numpy() * std + mean).clip(0, 1)
-        rgb = (rgb.transpose(1, 2, 0) * 255).astype(np.uint8)
+        rgb = (image.numpy() * std + mean).clip(0, 1).transpose(1, 2, 0)
         if rgb.shape[2] == 1:
             rgb = np.repeat(rgb, 3, axis=2)
-        coloured = palette[mask.numpy().clip(0, 255)]
-        overlay = (0.5 * rgb + 0.5 * coloured).astype(np.uint8)
-        rows.append(np.concatenate([rgb, coloured, overlay], axis=1))
+        labels = mask.numpy().clip(0, 255)
+        shown.update(int(k) for k in np.unique(labels))
+        coloured = palette[labels] / 255.0
+        for ax, tile in zip(axes[i], (rgb, coloured, 0.5 * rgb + 0.5 * coloured), strict=True):
+            ax.imshow(tile, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, title in zip(axes[0], ("image", "labels", "overlay"), strict=True):
+        ax.set_title(title, fontsize=10)
+
+    def name(k: int) -> str:
+        if k == data.ignore_index:
+            return f"{k} ignored"
+        return f"{k} {data.class_names[k]}" if k < len(data.class_names) else f"{k} ?"
+
+    legend = [name(k) for k in sorted(shown)]
+    handles = [
+        Patch(facecolor=palette[k] / 255.0, edgecolor="#555", label=label)
+        for k, label in zip(sorted(shown), legend, strict=True)
+    ]
+    fig.legend(handles=handles, loc="center right", fontsize=9, title="classes", frameon=False)
+    fig.subplots_adjust(
+        left=0.02, right=1 - 2.2 / (3 * TILE_INCHES + 2.2), wspace=0.05, hspace=0.08
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
-    return count
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return legend
 
 
 def _dataset_spec(args: argparse.Namespace, parse: Any) -> Any:
@@ -128,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     pixel_share = {
         str(k): round(int(histogram["train"][k]) / train_pixels, 6) for k in range(data.num_classes)
     }
-    previewed = write_preview(data, args.preview, args.preview_count) if args.preview else 0
+    legend = write_preview(data, args.preview, args.preview_count) if args.preview else []
 
     if args.json:
         print_json(
@@ -141,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
                 "pixel_share": pixel_share,
                 "histogram": {name: h.tolist() for name, h in histogram.items()},
                 "preview": str(args.preview) if args.preview else None,
+                "preview_legend": legend,
             }
         )
         return 0
@@ -155,5 +190,6 @@ def run(args: argparse.Namespace) -> int:
         )
     print_table(rows, ["id", "class", "train px", "val px", "test px", "share"])
     if args.preview:
-        print(f"\npreview of {previewed} images: {args.preview}")
+        shown = min(args.preview_count, len(data.val) or len(data.train))
+        print(f"\npreview of {shown} images: {args.preview} (classes shown: {', '.join(legend)})")
     return 0
