@@ -33,6 +33,7 @@ from service.pages import WEB_DIR
 from service.schemas import BODY_GUARD, DispatchersHealth, Health
 from service.searches import router as searches_router
 from service.settings import Settings
+from service.specs import router as specs_router
 from storage.engine import make_engine
 from storage.leases import SearchLeases
 from storage.searches import IdempotencyConflictError, SearchNotFoundError, SearchStore
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(searches_router)
     app.include_router(evaluations_router)
+    app.include_router(specs_router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)

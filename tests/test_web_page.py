@@ -651,3 +651,37 @@ def test_two_searches_picked_in_the_list_are_compared_side_by_side(
         '"cmp-accuracy"',
     ]
     assert "space.layers" not in diff  # the same in both: not shown
+
+
+def test_the_start_form_takes_yaml_and_offers_the_configs_as_presets(
+    auth_server: Server, browser
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    admin = (auth_server.log_path.parent / "admin-token").read_text().strip()
+    browser.get(f"{auth_server.base}/")
+    sign_in(browser, admin)
+    presets = lambda: by_id(browser, "preset").find_elements("css selector", "option")  # noqa: E731
+    wait_until("the presets", lambda: len(presets()) > 1, 30)
+    assert "configs/tiny.yaml" in [o.text for o in presets()]
+    Select(by_id(browser, "preset")).select_by_value("tiny")
+    assert by_id(browser, "spec-input").get_attribute("value") == TINY.read_text()
+    assert by_id(browser, "preset-note").text  # the config's first comment line
+
+    # YAML the server refuses to read: the reason, in the form.
+    enter_spec(browser, "a: &x [1, 2]\nb: *x\n")
+    by_id(browser, "submit").click()
+    error = wait_until("the error", lambda: form_error(browser), 30)
+    assert "aliases" in error
+
+    # The preset as it is: a search of it, with its page.
+    Select(by_id(browser, "preset")).select_by_value("")  # the example, then tiny again
+    Select(by_id(browser, "preset")).select_by_value("tiny")
+    by_id(browser, "name-input").send_keys("from-yaml")
+    by_id(browser, "submit").click()
+    wait_until("its page", lambda: "/searches/" in browser.current_url or form_error(browser), 30)
+    assert "/searches/" in browser.current_url, form_error(browser)
+    wait_until("its spec", lambda: by_id(browser, "spec").text.startswith("{"), 30)
+    spec = json.loads(by_id(browser, "spec").text)
+    assert spec["name"] == "from-yaml"
+    assert spec["space"]["layers"] == yaml.safe_load(TINY.read_text())["space"]["layers"]

@@ -229,20 +229,59 @@
     formError.replaceChildren();
   }
 
-  /** The body to send, or throws an Error whose message says what to fix. */
-  function readSpec() {
-    let spec;
-    try {
-      spec = JSON.parse(specInput.value);
-    } catch (error) {
-      throw new Error(`The spec is not valid JSON: ${error.message}`);
+  /** A spec the form cannot send as it is; its message says what to fix. */
+  class SpecError extends Error {}
+
+  /** The text as a spec mapping: JSON read here, anything else sent to the server's safe YAML
+   * reader (POST /specs/parse). Throws an Error whose message says what to fix. */
+  async function specOf(text) {
+    const trimmed = text.trim();
+    if (trimmed.startsWith("{")) {
+      try {
+        return JSON.parse(trimmed);
+      } catch (error) {
+        throw new SpecError(`The spec is not valid JSON: ${error.message}`);
+      }
     }
+    const response = await SEGNAS.api("/specs/parse", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ yaml: text }),
+    });
+    return (await SEGNAS.readJSON(response)).spec;
+  }
+
+  /** The body to send, or throws an Error whose message says what to fix. */
+  async function readSpec() {
+    const spec = await specOf(specInput.value);
     if (spec === null || typeof spec !== "object" || Array.isArray(spec)) {
-      throw new Error("The spec must be a JSON object, like the example.");
+      throw new SpecError("The spec must be a mapping of settings (a JSON object), like the example.");
     }
     const name = nameInput.value.trim();
     return name ? { ...spec, name } : spec;
   }
+
+  // The configs this server ships, to start from (GET /specs/presets), as their YAML.
+  const presetPick = document.getElementById("preset");
+  let presets = [];
+
+  async function loadPresets() {
+    try {
+      presets = (await SEGNAS.getJSON("/specs/presets")).items || [];
+    } catch {
+      return; // the form works without them
+    }
+    for (const p of presets) {
+      presetPick.append(el("option", { value: p.name }, `configs/${p.name}.yaml`));
+    }
+  }
+
+  presetPick.addEventListener("change", () => {
+    const preset = presets.find((p) => p.name === presetPick.value);
+    document.getElementById("preset-note").textContent = preset ? preset.description : "";
+    specInput.value = preset ? preset.yaml : JSON.stringify(EXAMPLE_SPEC, null, 2);
+    onEdit();
+  });
 
   function problemsOf(body) {
     const errors = body && Array.isArray(body.errors) ? body.errors : [];
@@ -257,16 +296,10 @@
   async function onSubmit(event) {
     event.preventDefault();
     if (sending) return;
-    let spec;
-    try {
-      spec = readSpec();
-    } catch (error) {
-      showFormError(error.message);
-      return;
-    }
     clearFormError();
     setSending(true);
     try {
+      const spec = await readSpec();
       const response = await SEGNAS.api("/searches", {
         method: "POST",
         headers: { "Content-Type": "application/json", "Idempotency-Key": idempotencyKey },
@@ -276,7 +309,9 @@
       window.location.assign((search.links && search.links.page) || `/searches/${search.id}`);
       return; // keep the button disabled while the browser leaves
     } catch (error) {
-      if (error instanceof SEGNAS.ApiError) {
+      if (error instanceof SpecError) {
+        showFormError(error.message);
+      } else if (error instanceof SEGNAS.ApiError) {
         const what = error.status >= 500 ? `Server error (${error.status}): ` : "";
         showFormError(what + error.message, problemsOf(error.body));
       } else {
@@ -317,4 +352,5 @@
   window.addEventListener("pageshow", onPageShow);
   pollList();
   pollEvaluations();
+  loadPresets();
 })();
