@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from controller.config import ReinforceConfig
 from supernet.data.specs import DATASET_KINDS, DatasetSpec, ShapesSpec
 from supernet.errors import ConfigError, validation_problems
+from supernet.fielddocs import described
 from supernet.space import CELL_NAMES, SearchSpace
 
 RewardName = Literal["accuracy", "miou", "miou_plus"]
@@ -52,14 +53,35 @@ DEFAULT_SEARCH: dict[str, Any] = {
 6-layer space, sized for 2 CPU cores (docs/search.md). What a spec leaves out comes from here."""
 
 
+# The controller's settings are documented in its own docstring; the controller package knows
+# nothing of OpenAPI, so its descriptions are attached here, where the spec is put together.
+described(ReinforceConfig)
+
+
 class _Section(BaseModel):
+    """A part of the spec; its docstring's ``Args:`` describe its fields in the OpenAPI
+    document (``supernet.fielddocs``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        described(cls)
 
 
 class SpaceSpec(_Section):
     """The searched network's shape; classes and input channels come from the data set.
 
-    Args: as ``supernet.space.SearchSpace``.
+    Args:
+        layers: encoder layers (the decoder mirrors them): an architecture has one cell
+            index per layer.
+        channels: width of every cell.
+        cells: the candidate cells of every layer, by name, in index order.
+        reductions: encoder layers followed by stride-2 pooling, mirrored in the decoder
+            (None: ``n//3 - 1`` and ``2n//3 - 1``).
+        skip_merge: how a long skip joins the upsampled decoder map: ``concat`` (then
+            conv1x1 + BN + ReLU back to ``channels``) or ``sum``.
     """
 
     layers: int = Field(12, ge=1, le=64)
@@ -92,6 +114,11 @@ class SharedSpec(_Section):
         optimizer: ``sgd`` (ENAS) or ``adam`` (AdamW: far fewer steps to useful weights on CPU).
         lr: initial learning rate; None for the optimizer's default (sgd 0.05, adam 3e-3).
         lr_min: floor of the cosine; None for ``lr / 100``.
+        momentum, nesterov: SGD's momentum and whether it is Nesterov's (unused by adam).
+        weight_decay: L2 (sgd) or decoupled (adam) weight decay.
+        grad_clip: the largest global gradient norm of a step; None for no clipping.
+        restart_epochs: epochs of the cosine's first period, then a warm restart.
+        restart_mult: each period is this many times longer than the one before.
         max_steps: at most this many steps per epoch (None: one pass over the train split).
         sharing: how the cells of a layer share weights: ``independent`` (ENAS: each its own)
             or ``entangled`` (one leading conv1x1 per layer; conv3x3 and sep3x3 train the

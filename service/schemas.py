@@ -8,11 +8,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from storage.searches import SearchRecord
+from supernet.fielddocs import described
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 
 
+@described
 class Progress(BaseModel):
+    """Where a running search is.
+
+    Attributes:
+        epoch: the ENAS epoch under way, 0-based (the page shows it 1-based).
+        epochs: the search's epochs.
+        phase: ``shared`` (training the supernet), ``controller`` (sampling and scoring
+            architectures, REINFORCE updates) or ``derive`` (scoring the final policy's
+            samples on the validation split).
+        step: steps of the phase done.
+        steps: steps of the phase.
+        samples: architectures scored so far (the samples' rows).
+    """
+
     epoch: int
     epochs: int
     phase: Literal["shared", "controller", "derive"]
@@ -22,12 +37,34 @@ class Progress(BaseModel):
     fraction: float = Field(description="share of the whole search done, 0 to 1")
 
 
+@described
 class Best(BaseModel):
+    """The best architecture so far.
+
+    Attributes:
+        arch: a cell index per encoder layer (the decoder mirrors it).
+        reward: its reward: on one validation minibatch while the search runs, on the whole
+            validation split once it has succeeded (the derive phase's pick).
+    """
+
     arch: list[int]
     reward: float
 
 
+@described
 class Links(BaseModel):
+    """Where the search's parts are.
+
+    Attributes:
+        self: this search.
+        architectures: its scored architectures, paged.
+        rewards: its reward curve.
+        result: its result, once it has succeeded.
+        cancel: POST here to cancel it.
+        retrains: its architectures retrained from scratch.
+        page: its web page (the same URL, asked for as HTML).
+    """
+
     self: str
     architectures: str
     rewards: str
@@ -37,9 +74,28 @@ class Links(BaseModel):
     page: str
 
 
+@described
 class SearchOut(BaseModel):
+    """A search.
+
+    Attributes:
+        id: its id (32 hex digits).
+        owner: the account it belongs to (a user sees only their own; an admin, everyone's).
+        name: the spec's name.
+        status: ``queued``, ``running``, ``cancelling``, or how it ended: ``succeeded``,
+            ``failed``, ``cancelled``.
+        created_at, started_at, finished_at, updated_at: when it was submitted, first picked
+            up by a dispatcher, ended, and last changed (UTC).
+        progress: where it is (null before it starts).
+        best: its best architecture so far (null before the first score).
+        error: why it failed, one line (null unless failed).
+        attempts: how many times a dispatcher has started it (more than 1 after a recovery).
+        spec: the spec as submitted, the server's defaults filled in.
+        links: where its parts are.
+    """
+
     id: str
-    owner: str  # the account it belongs to (a user sees only their own; an admin, everyone's)
+    owner: str
     name: str | None
     status: Status
     created_at: datetime
@@ -105,7 +161,25 @@ class SearchPage(BaseModel):
     next: str | None = Field(description="cursor of the next page (`after=`); null at the end")
 
 
+@described
 class ArchitectureOut(BaseModel):
+    """One scored architecture (a row of the samples table).
+
+    Attributes:
+        id: its row id (stored order).
+        phase: ``controller`` (a policy sample, scored on one validation minibatch) or
+            ``derive`` (a final candidate, scored on the validation split).
+        epoch: the ENAS epoch, 0-based (derive rows: the search's epoch count).
+        step: the controller step within the epoch.
+        index: the sample's place in its controller batch.
+        arch: a cell index per encoder layer.
+        reward: the search's reward for it (its ``accuracy``, ``miou`` or ``miou_plus``).
+        accuracy, mean_precision, mean_recall, miou, miou_plus: its metrics on what it was
+            scored on (docs/metrics.md).
+        policy_version: the controller's update count when it was sampled.
+        created_at: when it was stored (UTC).
+    """
+
     id: int
     phase: Literal["controller", "derive"]
     epoch: int
@@ -133,7 +207,18 @@ class ArchitecturePage(BaseModel):
     next: str | None
 
 
+@described
 class RewardPointOut(BaseModel):
+    """One controller step of the reward curve.
+
+    Attributes:
+        epoch: the ENAS epoch, 0-based.
+        step: the controller step within it.
+        samples: architectures scored in it.
+        mean_reward, max_reward: their mean and largest reward.
+        best_so_far: the largest reward of the search up to this step.
+    """
+
     epoch: int
     step: int
     samples: int
@@ -161,7 +246,16 @@ class CellDistribution(BaseModel):
     epochs: list[EpochCells]
 
 
+@described
 class ResultOut(BaseModel):
+    """What a search found: the derive phase's pick.
+
+    Attributes:
+        arch: a cell index per encoder layer.
+        reward: its reward on the validation split.
+        params: its parameters as a stand-alone network.
+    """
+
     arch: list[int]
     reward: float
     metrics: dict[str, Any] = Field(
@@ -174,8 +268,21 @@ class ResultOut(BaseModel):
     )
 
 
+@described
 class RetrainOut(BaseModel):
-    """An architecture of the search trained from scratch (``segnas retrain``) and tested."""
+    """An architecture of the search trained from scratch (``segnas retrain``) and tested.
+
+    Attributes:
+        id: its row id.
+        rank: its place among the search's derive candidates (enas) or the baselines (random).
+        arch: a cell index per encoder layer.
+        epochs: epochs it was trained.
+        params: its parameters.
+        mean_precision, mean_recall, miou, miou_plus: test split metrics.
+        error: why its training failed, one line.
+        seconds: its training's wall time.
+        created_at: when it was stored (UTC).
+    """
 
     id: int
     source: Literal["enas", "random"] = Field(

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from supernet.errors import DatasetError, validation_problems
+from supernet.fielddocs import described
 
 
 def _ordered(pair: tuple[Any, Any]) -> tuple[Any, Any]:
@@ -60,6 +61,11 @@ DataRoot = Annotated[Path, AfterValidator(_plain_path)]
 class _Spec(BaseModel):
     # Frozen: a loaded data set never disagrees with its spec. Forbid: a typo is an error.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        described(cls)  # the docstring's Args describe the fields (in the OpenAPI document)
 
 
 class DigitsSpec(_Spec):
