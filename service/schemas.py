@@ -209,9 +209,11 @@ class ArchitecturePage(BaseModel):
 
 @described
 class RewardPointOut(BaseModel):
-    """One controller step of the reward curve.
+    """One controller step of the reward curve (downsampled: the bucket of consecutive steps
+    that ends at this one).
 
     Attributes:
+        index: the step's 0-based position among all of the search's controller steps.
         epoch: the ENAS epoch, 0-based.
         step: the controller step within it.
         samples: architectures scored in it.
@@ -219,6 +221,7 @@ class RewardPointOut(BaseModel):
         best_so_far: the largest reward of the search up to this step.
     """
 
+    index: int
     epoch: int
     step: int
     samples: int
@@ -227,8 +230,23 @@ class RewardPointOut(BaseModel):
     best_so_far: float
 
 
+@described
 class RewardCurve(BaseModel):
+    """The reward curve, or what is new of it since a cursor.
+
+    Attributes:
+        points: in step order.
+        downsampled: the points are buckets of consecutive steps (more steps than
+            ``max_points``).
+        steps: the search's controller steps in all.
+        next: the cursor (``after=``) that asks for the steps after these; null when there
+            is no point yet.
+    """
+
     points: list[RewardPointOut]
+    downsampled: bool
+    steps: int
+    next: str | None
 
 
 class EpochCells(BaseModel):

@@ -48,11 +48,11 @@ from service.schemas import (
 from storage.accounts import Principal
 from storage.leases import CancelOutcome
 from storage.retrains import RetrainStore, StoredRetrainRecord
+from storage.rewards import Curve
 from storage.samples import MAX_CELL, MAX_EPOCH, MAX_LAYER, SampleQuery, SampleSort, cursor_of
 from storage.searches import (
     FINISHED_STATUSES,
     ResultRecord,
-    RewardPoint,
     SearchNotFoundError,
     SearchRecord,
     StoredSampleRecord,
@@ -75,6 +75,8 @@ IdempotencyKey = Annotated[
         description="retries with the same key return the same search",
     ),
 ]
+DEFAULT_CURVE_POINTS = 2000
+MAX_CURVE_POINTS = 20_000
 NOT_FOUND = {404: {"model": Problem, "description": "no search of yours has this id"}}
 
 
@@ -330,16 +332,39 @@ async def list_architectures(
 
 
 @router.get("/{search_id}/rewards", response_model=RewardCurve, responses=NOT_FOUND)
-async def reward_curve(search_id: str, request: Request, user: CurrentUser) -> RewardCurve:
-    """Mean reward of each controller step, and the best reward so far."""
+async def reward_curve(
+    search_id: str,
+    request: Request,
+    user: CurrentUser,
+    after: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{1,9}\.[0-9]{1,9}$",
+            description="the `next` of an earlier answer: only the steps after it",
+        ),
+    ] = None,
+    max_points: Annotated[
+        int, Query(ge=1, le=MAX_CURVE_POINTS, description="downsample to at most this many")
+    ] = DEFAULT_CURVE_POINTS,
+) -> RewardCurve:
+    """Mean reward of each controller step, and the best reward so far; read from the
+    per-step aggregate, downsampled to ``max_points``, or only what is new after ``after``."""
     store = request.app.state.store
+    cursor = None if after is None else tuple(int(x) for x in after.split("."))
 
-    def read() -> list[RewardPoint]:
+    def read() -> Curve:
         owned_search(store, user, search_id)  # 404 for an unknown id, not an empty curve
-        return store.reward_curve(search_id)
+        return store.reward_steps(search_id, after=cursor, max_points=max_points)
 
-    points = [RewardPointOut(**p.model_dump()) for p in await blocking(request, read)]
-    return RewardCurve(points=points)
+    curve = await blocking(request, read)
+    last = curve.points[-1] if curve.points else None
+    following = f"{last.epoch}.{last.step}" if last else after
+    return RewardCurve(
+        points=[RewardPointOut(**p.model_dump()) for p in curve.points],
+        downsampled=curve.downsampled,
+        steps=curve.steps,
+        next=following,
+    )
 
 
 @router.get("/{search_id}/cells", response_model=CellDistribution, responses=NOT_FOUND)

@@ -162,6 +162,22 @@ class Sample(Base):
     params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class RewardStep(Base):
+    """One controller step's rewards, summed as its samples are written: the reward curve is
+    read from these (one row per step) instead of grouping the samples."""
+
+    __tablename__ = "reward_steps"
+
+    search_id: Mapped[str] = mapped_column(
+        ForeignKey("searches.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    samples: Mapped[int] = mapped_column(Integer)
+    reward_sum: Mapped[float] = mapped_column(Float)
+    max_reward: Mapped[float] = mapped_column(Float)
+
+
 class Epoch(Base):
     """One finished ENAS epoch."""
 

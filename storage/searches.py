@@ -30,7 +30,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.engine import make_engine, session_scope
 from storage.fencing import Fence, fence_conditions, hold, lease_lost
 from storage.migrate import require_current
-from storage.models import LOCAL_ADMIN, Checkpoint, Epoch, Result, Sample, Search, User, utcnow
+from storage.models import (
+    LOCAL_ADMIN,
+    Checkpoint,
+    Epoch,
+    Result,
+    RewardStep,
+    Sample,
+    Search,
+    User,
+    utcnow,
+)
+from storage.rewards import Curve, add_step_rewards, read_curve
 from storage.samples import SampleCursor, SampleQuery, sample_page_statement
 from supernet.errors import SegnasError
 
@@ -434,6 +445,7 @@ class SearchStore:
         with self._session() as s:
             hold(s, search_id, fence)
             s.execute(insert(Sample), rows)
+            add_step_rewards(s, search_id, samples)
 
     def samples(self, search_id: str, *, phase: str | None = None) -> list[SampleRecord]:
         """The search's samples in slot order."""
@@ -475,26 +487,18 @@ class SearchStore:
         return dict(sorted(counts.items()))
 
     def reward_curve(self, search_id: str) -> list[RewardPoint]:
-        """Mean and max reward of each controller step, in step order (one grouped query)."""
-        query = (
-            select(
-                Sample.epoch,
-                Sample.step,
-                func.count().label("samples"),
-                func.avg(Sample.reward).label("mean_reward"),
-                func.max(Sample.reward).label("max_reward"),
-            )
-            .where(Sample.search_id == search_id, Sample.phase == "controller")
-            .group_by(Sample.epoch, Sample.step)
-            .order_by(Sample.epoch, Sample.step)
-        )
+        """Mean and max reward of each controller step, in step order."""
         with self._session() as s:
-            rows = s.execute(query).all()
-        points, best = [], float("-inf")
-        for row in rows:
-            best = max(best, row.max_reward)
-            points.append(RewardPoint(**row._asdict(), best_so_far=best))
-        return points
+            curve = read_curve(s, search_id)
+        return [RewardPoint(**p.model_dump(exclude={"index"})) for p in curve.points]
+
+    def reward_steps(
+        self, search_id: str, *, after: tuple[int, int] | None = None, max_points: int | None
+    ) -> Curve:
+        """The curve from the step after ``after`` on, in at most ``max_points`` points
+        (``storage.rewards.read_curve``): what the page polls."""
+        with self._session() as s:
+            return read_curve(s, search_id, after=after, max_points=max_points)
 
     def count_samples(self, search_id: str) -> int:
         with self._session() as s:
@@ -568,6 +572,11 @@ class SearchStore:
                 delete(Sample).where(
                     Sample.search_id == search_id,
                     (Sample.epoch > epoch) | (Sample.phase == "derive"),
+                )
+            )
+            s.execute(
+                delete(RewardStep).where(
+                    RewardStep.search_id == search_id, RewardStep.epoch > epoch
                 )
             )
             s.execute(delete(Epoch).where(Epoch.search_id == search_id, Epoch.epoch > epoch))

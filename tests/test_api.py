@@ -586,7 +586,8 @@ def test_the_reward_curve_is_the_mean_per_controller_step_and_the_best_so_far(
     api: TestClient,
 ) -> None:
     search_id = submit(api)["id"]
-    assert api.get(f"/searches/{search_id}/rewards").json() == {"points": []}
+    empty = {"points": [], "downsampled": False, "steps": 0, "next": None}
+    assert api.get(f"/searches/{search_id}/rewards").json() == empty
     store_of(api).add_samples(
         search_id,
         [
@@ -605,6 +606,7 @@ def test_the_reward_curve_is_the_mean_per_controller_step_and_the_best_so_far(
     expected = [(0, 0, 2, 0.3, 0.4, 0.4), (0, 1, 3, 0.7, 0.8, 0.8), (1, 0, 2, 0.2, 0.3, 0.8)]
     assert points == [
         {
+            "index": index,
             "epoch": epoch,
             "step": step,
             "samples": samples,
@@ -612,7 +614,7 @@ def test_the_reward_curve_is_the_mean_per_controller_step_and_the_best_so_far(
             "max_reward": pytest.approx(top),
             "best_so_far": pytest.approx(best),
         }
-        for epoch, step, samples, mean, top, best in expected
+        for index, (epoch, step, samples, mean, top, best) in enumerate(expected)
     ]
 
 

@@ -43,9 +43,12 @@ const CHARTS = (() => {
     const width = Math.max(CHART.minWidth, Math.floor(container.clientWidth) || 640);
     const values = points.flatMap((p) => SERIES.map((s) => p[s.key])).filter(Number.isFinite);
     const y = niceTicks(Math.min(...values), Math.max(...values), 5);
-    const xMax = Math.max(1, points.length - 1);
+    // x is the step's position among all the search's steps (a downsampled curve's point
+    // stands for the bucket of steps that ends there).
+    const at = (i) => (Number.isFinite(points[i].index) ? points[i].index : i);
+    const xMax = Math.max(1, at(points.length - 1));
     const xStep = Math.max(1, Math.ceil(niceTicks(0, xMax, 6).ticks[1] || 1));
-    const px = (i) => left + (points.length === 1 ? 0.5 : i / xMax) * (width - left - right);
+    const px = (i) => left + (points.length === 1 ? 0.5 : at(i) / xMax) * (width - left - right);
     const py = (v) => top + (1 - (v - y.lo) / (y.hi - y.lo)) * (height - top - bottom);
 
     const chart = svg("svg", {
@@ -58,8 +61,9 @@ const CHARTS = (() => {
         svg("text", { x: left - 6, y: py(v), class: "tick tick-y" }, v.toFixed(y.decimals)),
       );
     }
-    for (let i = 0; i < points.length; i += xStep) {
-      chart.append(svg("text", { x: px(i), y: height - bottom + 16, class: "tick tick-x" }, i));
+    for (let v = 0; v <= xMax; v += xStep) {
+      const x = left + (points.length === 1 ? 0.5 : v / xMax) * (width - left - right);
+      chart.append(svg("text", { x, y: height - bottom + 16, class: "tick tick-x" }, v));
     }
     chart.append(...epochMarks(points, px, top, height - bottom, width - right));
     chart.append(

@@ -24,6 +24,7 @@
   let search = null;
   let detailsFinal = false; // the terminal state's last refresh of rewards/samples/result is done
   let rewardPoints = [];
+  let rewardNext = null; // the reward curve's cursor: later polls ask only for newer steps
 
   // --- header and progress ----------------------------------------------------------------
 
@@ -76,7 +77,7 @@
   async function refreshDetails(s) {
     const succeeded = s.status === "succeeded";
     const [rewards, samples, result, retrains, cells] = await Promise.all([
-      SEGNAS.getJSON(`${base}/rewards`),
+      SEGNAS.getJSON(rewardNext ? `${base}/rewards?after=${rewardNext}` : `${base}/rewards`),
       samplesLive() ? SEGNAS.getJSON(samplesUrl(null)) : null,
       succeeded ? SEGNAS.getJSON(`${base}/result`) : null,
       succeeded ? SEGNAS.getJSON(`${base}/retrains`) : null,
@@ -84,7 +85,9 @@
     ]);
     renderCells(cells);
     renderRetrains(retrains ? retrains.items || [] : []);
-    rewardPoints = rewards.points || [];
+    // The first answer is the curve (downsampled when long); later ones only the new steps.
+    rewardPoints = rewardNext ? rewardPoints.concat(rewards.points || []) : rewards.points || [];
+    rewardNext = rewards.next;
     CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
     renderFilterChoices(cells.cells || [], s.spec);
     await refreshScatter(isTerminal(s.status));
