@@ -48,14 +48,12 @@ from service.schemas import (
 from storage.accounts import Principal
 from storage.leases import CancelOutcome
 from storage.retrains import RetrainStore, StoredRetrainRecord
-from storage.rewards import Curve
 from storage.samples import MAX_CELL, MAX_EPOCH, MAX_LAYER, SampleQuery, SampleSort, cursor_of
 from storage.searches import (
     FINISHED_STATUSES,
     ResultRecord,
     SearchNotFoundError,
     SearchRecord,
-    StoredSampleRecord,
 )
 from supernet.data.layout import check_layout
 from supernet.errors import DatasetError
@@ -296,7 +294,7 @@ async def list_architectures(
             "samples"
         ),
     ] = False,
-) -> ArchitecturePage:
+) -> Response:
     """The scored architectures: in the order they were stored (``order=desc``: newest first)
     or by a metric, filtered by phase, epoch and cell, the derive phase's duplicates folded."""
     store = request.app.state.store
@@ -309,7 +307,7 @@ async def list_architectures(
     except CursorError as e:
         raise HTTPException(422, str(e)) from None
 
-    def read() -> list[tuple[StoredSampleRecord, int]]:
+    def read() -> bytes:
         record = owned_search(store, user, search_id)  # 404 for an unknown id, not a page
         layers = int((record.spec.get("space") or {}).get("layers") or 0)
         if layer is not None and layer >= layers:
@@ -318,17 +316,17 @@ async def list_architectures(
             sort=sort, descending=order == "desc", phase=phase, epoch=epoch, cell=cell,
             layer=layer, layers=layers, fold=fold,
         )  # fmt: skip
-        return store.sample_page(search_id, after=cursor, limit=limit + 1, query=query)
+        rows = store.sample_page(search_id, after=cursor, limit=limit + 1, query=query)
+        items = [
+            ArchitectureOut.model_validate({**r.model_dump(), "count": n}) for r, n in rows[:limit]
+        ]
+        following = None
+        if len(rows) > limit:
+            following = encode_sample_cursor(sort, *cursor_of(rows[limit - 1][0], sort))
+        # Built and serialised here, off the event loop (a page may hold 1,000 rows).
+        return ArchitecturePage(items=items, next=following).model_dump_json().encode()
 
-    rows = await blocking(request, read)
-    items = [
-        ArchitectureOut.model_validate({**r.model_dump(), "count": n}) for r, n in rows[:limit]
-    ]
-    following = None
-    if len(rows) > limit:
-        last = rows[limit - 1][0]
-        following = encode_sample_cursor(sort, *cursor_of(last, sort))
-    return ArchitecturePage(items=items, next=following)
+    return Response(await blocking(request, read), media_type="application/json")
 
 
 @router.get("/{search_id}/rewards", response_model=RewardCurve, responses=NOT_FOUND)
@@ -346,25 +344,25 @@ async def reward_curve(
     max_points: Annotated[
         int, Query(ge=1, le=MAX_CURVE_POINTS, description="downsample to at most this many")
     ] = DEFAULT_CURVE_POINTS,
-) -> RewardCurve:
+) -> Response:
     """Mean reward of each controller step, and the best reward so far; read from the
     per-step aggregate, downsampled to ``max_points``, or only what is new after ``after``."""
     store = request.app.state.store
     cursor = None if after is None else tuple(int(x) for x in after.split("."))
 
-    def read() -> Curve:
+    def read() -> bytes:
         owned_search(store, user, search_id)  # 404 for an unknown id, not an empty curve
-        return store.reward_steps(search_id, after=cursor, max_points=max_points)
+        curve = store.reward_steps(search_id, after=cursor, max_points=max_points)
+        last = curve.points[-1] if curve.points else None
+        answer = RewardCurve(
+            points=[RewardPointOut(**p.model_dump()) for p in curve.points],
+            downsampled=curve.downsampled,
+            steps=curve.steps,
+            next=f"{last.epoch}.{last.step}" if last else after,
+        )
+        return answer.model_dump_json().encode()  # off the event loop: up to 20,000 points
 
-    curve = await blocking(request, read)
-    last = curve.points[-1] if curve.points else None
-    following = f"{last.epoch}.{last.step}" if last else after
-    return RewardCurve(
-        points=[RewardPointOut(**p.model_dump()) for p in curve.points],
-        downsampled=curve.downsampled,
-        steps=curve.steps,
-        next=following,
-    )
+    return Response(await blocking(request, read), media_type="application/json")
 
 
 @router.get("/{search_id}/cells", response_model=CellDistribution, responses=NOT_FOUND)
