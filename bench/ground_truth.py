@@ -41,7 +41,7 @@ def train_one(arch: list[int], seed: int, epochs: int) -> dict[str, Any]:
     """Train ``arch`` from scratch with training seed ``seed``; its test metrics (one thread)."""
     import torch
 
-    from segnas.spec import load_search_spec
+    from searchspec.spec import load_search_spec
     from supernet.data.load import load_dataset
     from supernet.training import TrainConfig, train_child
 

@@ -28,7 +28,7 @@ os.environ.setdefault("SEGNAS_ALLOW_UNAUTHENTICATED_RAY", "1")  # a bench machin
 import numpy as np
 import ray
 
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from workers.actors import ReplicaActor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import numpy as np
 from search_quality import run_search  # bench/, the folder of this script
 
 from reports.stats import kendall_tau
-from segnas.spec import SearchSpec, load_search_spec
+from searchspec.spec import SearchSpec, load_search_spec
 from workers.checkpoints import load_checkpoint
 from workers.shared_scores import score_checkpoint
 

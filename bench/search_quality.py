@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from controller.reinforce import ReinforceTrainer
-from segnas.spec import SearchSpec, load_search_spec
+from searchspec.spec import SearchSpec, load_search_spec
 from supernet.data import load_dataset
 from supernet.network import SuperNet
 from supernet.scoring import score_architectures

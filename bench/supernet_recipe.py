@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from reports.stats import kendall_tau
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from supernet.data import SegmentationData
 from supernet.data.load import load_dataset
 from supernet.metrics import ConfusionMatrix, Metrics

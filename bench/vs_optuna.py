@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from segnas.spec import SearchSpec
+from searchspec.spec import SearchSpec
 from storage.evaluations import EvaluationStore
 from supernet.data import load_dataset
 from supernet.training import ChildTrainer, TrainConfig

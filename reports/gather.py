@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from reports.model import MetricsRow, Report, RetrainedArch, RewardPoint, SearchSummary
-from segnas.spec import SearchSpec
+from searchspec.spec import SearchSpec
 from storage.retrains import RetrainStore, StoredRetrainRecord
 from storage.searches import SearchStore
 from supernet.errors import ConfigError

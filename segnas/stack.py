@@ -16,9 +16,9 @@ import sys
 from typing import IO
 
 from jobqueue import EmbeddedRedis
-from segnas.processes import die_with_parent
 from storage.engine import data_dir, database_url, make_engine
 from storage.migrate import ensure_schema
+from workers.processes import die_with_parent
 
 log = logging.getLogger("segnas.stack")
 

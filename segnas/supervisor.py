@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from segnas.processes import die_with_parent
+from workers.processes import die_with_parent
 
 log = logging.getLogger("segnas.supervisor")
 

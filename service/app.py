@@ -1,6 +1,6 @@
 """The FastAPI application: ``create_app`` wires settings, the database and the job queue.
 
-The API process imports neither torch nor Ray; specs are validated by ``segnas.spec``.
+The API process imports neither torch nor Ray; specs are validated by ``searchspec.spec``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import metadata
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,7 +24,6 @@ from starlette.routing import Match
 from swagger_ui_bundle import swagger_ui_path
 
 from jobqueue import DispatcherHeartbeats, JobQueue, QueueUnavailableError, redis_client
-from segnas import __version__
 from service.auth import router as auth_router
 from service.blocking import blocking, make_pool
 from service.evaluations import router as evaluations_router
@@ -40,6 +40,16 @@ from storage.searches import IdempotencyConflictError, SearchNotFoundError, Sear
 from supernet.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    """The installed distribution's version (the API does not import the command line)."""
+    try:
+        return metadata.version("segnas")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
 """FastAPI's 400 detail for a body it could not decode (not UTF-8, for one)."""
 
@@ -83,7 +93,7 @@ def create_app(
 
     app = FastAPI(
         title="segnas",
-        version=__version__,
+        version=_version(),
         description="ENAS neural architecture search for semantic segmentation, as a service.",
         lifespan=lifespan,
         # FastAPI's own /docs and /redoc load their scripts from a CDN: /docs is served below,

@@ -14,8 +14,8 @@ from fastapi.responses import FileResponse
 from starlette.datastructures import State
 
 from jobqueue import QueueUnavailableError
-from segnas.budget import over_budget
-from segnas.spec import SearchSpec
+from searchspec.budget import over_budget
+from searchspec.spec import SearchSpec
 from service.auth import UNAUTHORIZED, CurrentUser, UserOrPage, check_owner, owned_search
 from service.blocking import blocking
 from service.cursors import (

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from segnas.budget import Budget
+from searchspec.budget import Budget
 from service.quotas import Quotas
 from storage.engine import DATABASE_URL_ENV, data_dir
 
@@ -41,7 +41,7 @@ class Settings(BaseModel):
         expect_dispatchers: searches are to be run by dispatchers on this queue
             (``SEGNAS_EXPECT_DISPATCHERS=1``; ``segnas serve`` with dispatchers sets it):
             ``/healthz`` is degraded while none of them has a live heartbeat.
-        budget: what one search may cost (``SEGNAS_MAX_*``): ``segnas.budget``.
+        budget: what one search may cost (``SEGNAS_MAX_*``): ``searchspec.budget``.
         quotas: what one user may have queued and submit a minute: ``service.quotas``.
         auth: ``required`` (bearer tokens; ``SEGNAS_AUTH``) or ``off`` (every request is the
             local admin: for a server on loopback only): ``service.auth``.

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from jobqueue import JobQueue, redis_client
-from segnas.spec import SearchSpec, load_search_spec
+from searchspec.spec import SearchSpec, load_search_spec
 from service.app import create_app
 from service.pages import WEB_DIR
 from service.settings import Settings

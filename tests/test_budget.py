@@ -1,4 +1,4 @@
-"""The operator's limits on a spec's cost (``segnas.budget``), alone and through the API."""
+"""The operator's limits on a spec's cost (``searchspec.budget``), alone and through the API."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobqueue import JobQueue
-from segnas.budget import LIMITS, Budget, Limit, over_budget
-from segnas.cost import estimate_cost
-from segnas.spec import SearchSpec, load_search_spec, parse_search_spec
+from searchspec.budget import LIMITS, Budget, Limit, over_budget
+from searchspec.cost import estimate_cost
+from searchspec.spec import SearchSpec, load_search_spec, parse_search_spec
 from service.settings import Settings
 from supernet.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""The torch-free cost estimate of a spec (``segnas.cost``) against the real networks and data."""
+"""The torch-free cost estimate of a spec (``searchspec.cost``) against real networks and data."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from segnas.cost import child_params, data_facts, estimate_cost, supernet_params
-from segnas.spec import load_search_spec, parse_search_spec
+from searchspec.cost import child_params, data_facts, estimate_cost, supernet_params
+from searchspec.spec import load_search_spec, parse_search_spec
 from supernet.data import load_dataset, parse_dataset_spec
 from supernet.network import SuperNet, build_child
 from supernet.profile import count_params
@@ -30,7 +30,7 @@ SPACES: list[dict[str, Any]] = [
 
 
 def test_the_estimate_imports_no_torch() -> None:
-    code = "import segnas.cost, segnas.budget, sys; assert 'torch' not in sys.modules"
+    code = "import searchspec.cost, searchspec.budget, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

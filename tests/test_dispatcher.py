@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from jobqueue import EmbeddedRedis, JobQueue, redis_client
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from storage.searches import SearchRecord, SearchStore
 from workers.dispatcher import Dispatcher, DispatcherConfig
 from workers.launchers import LocalLauncher

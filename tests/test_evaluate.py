@@ -17,7 +17,7 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from reports.evaluation import Trained, kendall_null_se, seed_agreement, summarise
-from segnas.spec import load_search_spec, parse_search_spec
+from searchspec.spec import load_search_spec, parse_search_spec
 from storage.evaluations import EvaluationStore
 from supernet.space import SearchSpace
 from workers.entry import open_store
@@ -341,10 +341,10 @@ def test_paper_observations_check_the_accuracy_order_and_the_5x5_share():
 
 
 def test_reproduce_over_seeds_is_the_evaluation_of_segnas_evaluate() -> None:
+    from searchspec.spec import load_search_spec
     from segnas.cli import build_parser
     from segnas.commands.evaluate import settings_from_args
     from segnas.commands.reproduce import evaluate_settings
-    from segnas.spec import load_search_spec
     from workers.evaluate import evaluation_id
 
     parser = build_parser()

@@ -22,7 +22,7 @@ from lease_clock import LEASE, SkewedDatetime, make_stale
 from scripted_driver import EPOCHS, ScriptedSearch, _sample, rows, undisturbed_rows
 
 import storage.models
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from storage.leases import Claim, Fence, LeaseLostError, SearchLeases, database_now
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SearchStore
 from workers.driver import SearchDriver, SearchProgress

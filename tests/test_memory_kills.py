@@ -19,7 +19,7 @@ import torch
 from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
 
 from jobqueue import JobQueue
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from storage.searches import SearchStore
 from supernet.errors import SearchFaultError
 from workers.dispatcher import Dispatcher, DispatcherConfig

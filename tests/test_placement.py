@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray
 
-from segnas.spec import ResourcesSpec, load_search_spec
+from searchspec.spec import ResourcesSpec, load_search_spec
 from storage.migrate import upgrade
 from storage.searches import SearchStore
 from supernet.errors import ConfigError

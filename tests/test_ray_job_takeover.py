@@ -14,7 +14,7 @@ from lease_clock import make_stale
 from test_ray_jobs import ray_head  # noqa: F401 - the module's Ray head
 
 from jobqueue import JobQueue
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from storage.searches import SearchStore
 from workers.dispatcher import Dispatcher, DispatcherConfig
 from workers.launchers import SEARCH_METADATA, RayJobLauncher

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from workers.replica import SupernetReplica, scoring_minibatch
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"

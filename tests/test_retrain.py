@@ -15,7 +15,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from ray import tune
 
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from supernet.errors import ConfigError
 from workers.retrain import RetrainJob, RetrainSettings, Target, random_archs, retrain
 

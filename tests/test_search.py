@@ -13,8 +13,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray
 
-from segnas.cost import data_facts
-from segnas.spec import SearchSpec, load_search_spec
+from searchspec.cost import data_facts
+from searchspec.spec import SearchSpec, load_search_spec
 from storage.migrate import upgrade
 from storage.searches import SearchStore
 from supernet.network import build_child

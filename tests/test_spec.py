@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from controller.config import ReinforceConfig
-from segnas.spec import SearchSpec, load_search_spec, parse_search_spec
+from searchspec.spec import SearchSpec, load_search_spec, parse_search_spec
 from supernet.data.specs import VocSpec
 from supernet.errors import ConfigError
 
@@ -40,8 +40,8 @@ def refusal(data: dict[str, Any]) -> str:
 def test_spec_modules_import_without_torch() -> None:
     code = (
         "import sys\n"
-        "import segnas.spec, supernet.space, supernet.data.specs, controller.config\n"
-        "segnas.spec.parse_search_spec({'seed': 1}).controller_config()\n"
+        "import searchspec.spec, supernet.space, supernet.data.specs, controller.config\n"
+        "searchspec.spec.parse_search_spec({'seed': 1}).controller_config()\n"
         "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not loaded, loaded\n"
     )

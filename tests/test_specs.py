@@ -8,7 +8,7 @@ import yaml
 from fastapi.testclient import TestClient
 from test_api import assert_problem
 
-from segnas.spec import parse_search_spec
+from searchspec.spec import parse_search_spec
 from service.specs import MAX_YAML_CHARS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

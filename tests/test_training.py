@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segnas.spec import load_search_spec
+from searchspec.spec import load_search_spec
 from supernet.data import DigitsSpec, load_dataset
 from supernet.errors import ConfigError, DatasetError
 from supernet.metrics import ConfusionMatrix

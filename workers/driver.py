@@ -41,7 +41,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from controller.actor import ControllerActor
 from controller.batcher import RewardError
-from segnas.spec import SearchSpec
+from searchspec.spec import SearchSpec
 from storage.fencing import Fence, LeaseLostError
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
 from supernet.errors import ConfigError, SearchFaultError, SegnasError

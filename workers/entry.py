@@ -1,12 +1,12 @@
 """The one entry point every way of running a search goes through: the CLI, the dispatcher,
-``ray submit`` and ``ray job submit`` (``workers/submit.py``)."""
+``ray submit`` and ``ray job submit`` (``deploy/ray/submit.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from segnas.spec import SearchSpec
+from searchspec.spec import SearchSpec
 from storage.engine import data_dir, make_engine
 from storage.migrate import ensure_schema
 from storage.searches import SearchStore

@@ -46,7 +46,7 @@ from reports.evaluation import (
     seed_agreement,
     summarise,
 )
-from segnas.spec import CheckpointSpec, RewardName, SearchSpec, apply_overrides
+from searchspec.spec import CheckpointSpec, RewardName, SearchSpec, apply_overrides
 from storage.evaluations import EvaluationRecord, EvaluationStore, ScoreRecord, TrainingRecord
 from storage.searches import SearchStore
 from supernet.errors import SearchFaultError

@@ -20,7 +20,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from segnas.spec import SearchSpec
+from searchspec.spec import SearchSpec
 from storage.leases import Fence, LeaseLostError, SearchLeases
 from storage.searches import ACTIVE_STATUSES
 from supernet.errors import SegnasError

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from segnas.processes import die_with_parent
 from storage.fencing import Fence
 from workers.memory import killed_by_sigkill
+from workers.processes import die_with_parent
 from workers.ray_auth import check_ray_auth
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ A search that ran out of memory runs out again when it is retried from its last 
 same spec, same data, same batch. So neither the driver (a replica killed by Ray's memory
 monitor, a CUDA out-of-memory error) nor the dispatcher (a driver killed by SIGKILL, which on
 a healthy machine is the kernel's OOM killer) tries again; the search fails with the cost
-estimate of ``segnas.cost``. Imports neither torch nor Ray: the dispatcher uses it too.
+estimate of ``searchspec.cost``. Imports neither torch nor Ray: the dispatcher uses it too.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
-from segnas.cost import describe_request, estimate_cost, human_bytes
-from segnas.spec import SearchSpec
+from searchspec.cost import describe_request, estimate_cost, human_bytes
+from searchspec.spec import SearchSpec
 
 KILLED_STATUSES = (-signal.SIGKILL, 128 + signal.SIGKILL)
 """A process killed by SIGKILL: as ``subprocess`` reports it, and as a shell does."""

@@ -28,7 +28,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from segnas.spec import ResourcesSpec
+from searchspec.spec import ResourcesSpec
 from supernet.errors import ConfigError, SearchFaultError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from segnas.spec import SearchSpec
+from searchspec.spec import SearchSpec
 from supernet.data import SegmentationData, load_dataset
 from supernet.errors import ConfigError, SegnasError, TrainingDivergedError
 from supernet.metrics import Metrics

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from ray import tune
 
-from segnas.spec import RewardName, SearchSpec
+from searchspec.spec import RewardName, SearchSpec
 from storage.engine import data_dir
 from storage.searches import SearchStore
 from supernet.errors import SearchFaultError

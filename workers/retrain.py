@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from segnas.spec import SearchSpec, SpaceSpec
+from searchspec.spec import SearchSpec, SpaceSpec
 from storage.engine import data_dir
 from storage.retrains import RetrainRecord, RetrainSource, RetrainStore
 from storage.searches import SearchStore

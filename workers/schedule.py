@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from segnas.spec import SharedSpec
+from searchspec.spec import SharedSpec
 from supernet.training import DEFAULT_LR
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from segnas.spec import SearchSpec
+from searchspec.spec import SearchSpec
 from supernet.data import load_dataset
 from supernet.metrics import METRIC_NAMES
 from supernet.network import SuperNet

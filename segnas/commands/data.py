@@ -118,7 +118,7 @@ def write_preview(data: SegmentationData, path: Path, count: int) -> list[str]:
 def _dataset_spec(args: argparse.Namespace, parse: Any) -> Any:
     """The data set of ``--config`` (the same one a search of that config reads), or the one
     the data set options describe."""
-    from segnas.spec import load_search_spec
+    from searchspec.spec import load_search_spec
     from supernet.errors import ConfigError
 
     if args.config is None:

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     import yaml
 
+    from searchspec.spec import load_search_spec
     from segnas.commands.serve import auth_line, check_port, choose_auth
-    from segnas.spec import load_search_spec
     from segnas.stack import LocalStack
     from service.app import create_app
     from service.settings import AUTH_ENV

@@ -78,7 +78,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segnas.spec import load_search_spec
+    from searchspec.spec import load_search_spec
 
     base = load_search_spec(args.config, parse_key_values(args.overrides))
     settings = settings_from_args(args)

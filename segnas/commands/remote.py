@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 def _submit(client: Any, args: argparse.Namespace) -> int:
     import yaml
 
-    from segnas.spec import load_search_spec
+    from searchspec.spec import load_search_spec
 
     load_search_spec(args.config)  # a bad file fails here, in one line, before the request
     spec = yaml.safe_load(args.config.read_text()) or {}

@@ -85,7 +85,7 @@ does not take."""
 
 
 def run(args: argparse.Namespace) -> int:
-    from segnas.spec import load_search_spec
+    from searchspec.spec import load_search_spec
 
     base = load_search_spec(
         args.config or DATASET_CONFIGS[args.dataset], parse_key_values(args.overrides)

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def search_spec_from_args(args: argparse.Namespace) -> Any:
     """The spec a new search runs with: the config file (default: the default search), then
     ``--set``, then ``--replicas``."""
-    from segnas.spec import load_search_spec
+    from searchspec.spec import load_search_spec
 
     overrides = parse_key_values(args.overrides)
     if args.replicas is not None:

@@ -1,11 +1,11 @@
 """Run a segnas search on the Ray cluster this script finds: ``ray submit`` / ``ray job submit``.
 
-``ray submit CLUSTER.yaml workers/submit.py -- --config ~/segnas-src/configs/voc.yaml`` copies
+``ray submit CLUSTER.yaml deploy/ray/submit.py -- --config ~/segnas-src/configs/voc.yaml`` copies
 only this file to the head node and runs it there, so it imports segnas from the installed
 package (the cluster files in deploy/ray/ install it on every node). Arguments are those of
 ``segnas search``, or, after a first argument naming one of the verbs that run on Ray
 (``retrain``, ``reproduce``), those of that verb:
-``ray submit CLUSTER.yaml workers/submit.py -- reproduce --dataset voc --gpus-per-trial 1``.
+``ray submit CLUSTER.yaml deploy/ray/submit.py -- reproduce --dataset voc --gpus-per-trial 1``.
 The cluster is ``RAY_ADDRESS`` when set (Ray Jobs sets it), else ``auto``: the Ray running on
 this node.
 """

@@ -1,8 +1,8 @@
 """The operator's limits on what one search may cost, and the check of a spec against them.
 
-Every field's own maximum in ``segnas.spec`` is generous on purpose (a cluster may be large);
+Every field's own maximum in ``searchspec.spec`` is generous on purpose (a cluster may be large);
 the limits here are what *this* server accepts, set from the environment (``SEGNAS_MAX_*``)
-and checked on the estimate of ``segnas.cost`` when a search is submitted. The defaults fit
+and checked on the estimate of ``searchspec.cost`` when a search is submitted. The defaults fit
 one node of 8 GPUs of 80 GB each, and accept every config in ``configs/`` (the paper's search,
 ``configs/voc.yaml``, among them). Imports no torch.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from segnas.cost import SpecCost, estimate_cost, human_bytes
-from segnas.spec import SearchSpec
+from searchspec.cost import SpecCost, estimate_cost, human_bytes
+from searchspec.spec import SearchSpec
 from supernet.errors import ConfigError
 
 GB = 10**9

@@ -1,6 +1,6 @@
 """What a search spec will cost, estimated from the spec alone, without torch.
 
-The API process prices every submitted spec (``segnas.budget`` holds it to the operator's
+The API process prices every submitted spec (``searchspec.budget`` holds it to the operator's
 limits) and the dispatcher names the estimate when a driver is killed for memory. Nothing
 here builds a network or reads a data set: every figure follows from the spec's fields.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
-from segnas.spec import SearchSpec
+from searchspec.spec import SearchSpec
 from supernet.data.specs import AnyDatasetSpec, DigitsSpec, FolderSpec, ShapesSpec, VocSpec
 from supernet.data.splits import split_sizes
 from supernet.space import SearchSpace
