@@ -18,12 +18,46 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:
-    from reports.model import RetrainedArch, SearchSummary
+# What the quality lines read of the report's rows (``reports.model``'s ``RetrainedArch`` and
+# ``SearchSummary`` have it), as protocols: the model imports this module, not the reverse.
+
+
+class _Scores(Protocol):
+    @property
+    def miou(self) -> float: ...
+
+
+class RetrainedArch(Protocol):
+    @property
+    def source(self) -> str: ...
+    @property
+    def shared_score(self) -> float | None: ...
+    @property
+    def test(self) -> _Scores: ...
+    @property
+    def arch_string(self) -> str: ...
+
+
+class _Best(Protocol):
+    @property
+    def test(self) -> _Scores: ...
+
+
+class SearchSummary(Protocol):
+    @property
+    def search_id(self) -> str: ...
+    @property
+    def reward(self) -> Literal["accuracy", "miou", "miou_plus"]: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def best(self) -> _Best: ...
+    @property
+    def retrained(self) -> Sequence[RetrainedArch]: ...
 
 
 def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
