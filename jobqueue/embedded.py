@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from supernet.errors import SegnasError
+from errors import SegnasError
 
 
 def _free_port() -> int:

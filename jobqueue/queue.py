@@ -25,7 +25,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, TimeoutError
 
-from supernet.errors import SegnasError
+from errors import SegnasError
 
 # KEYS: stream, id set; ARGV: search id. Adds the entry only when the id has none live.
 _ENQUEUE = """

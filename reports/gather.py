@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from errors import ConfigError
 from reports.model import MetricsRow, Report, RetrainedArch, RewardPoint, SearchSummary
 from searchspec.spec import SearchSpec
 from storage.retrains import RetrainStore, StoredRetrainRecord
 from storage.searches import SearchStore
-from supernet.errors import ConfigError
 from supernet.space import default_reductions
 
 

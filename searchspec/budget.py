@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from errors import ConfigError
 from searchspec.cost import SpecCost, estimate_cost, human_bytes
 from searchspec.spec import SearchSpec
-from supernet.errors import ConfigError
 
 GB = 10**9
 

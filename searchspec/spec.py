@@ -23,8 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.config import ReinforceConfig
+from errors import ConfigError, validation_problems
 from supernet.data.specs import DATASET_KINDS, DatasetSpec, ShapesSpec
-from supernet.errors import ConfigError, validation_problems
 from supernet.fielddocs import described
 from supernet.space import CELL_NAMES, SearchSpace
 

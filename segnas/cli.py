@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if message is None:
             raise
         print(f"segnas: error: {message}", file=sys.stderr)
-        from supernet.errors import SearchFaultError
+        from errors import SearchFaultError
 
         return 1 if isinstance(error, SearchFaultError) else 2  # 2: change the input
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from supernet.errors import SegnasError
+from errors import SegnasError
 
 SERVER_ENV = "SEGNAS_SERVER"
 TOKEN_ENV = "SEGNAS_TOKEN"

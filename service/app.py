@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from swagger_ui_bundle import swagger_ui_path
 
+from errors import ConfigError
 from jobqueue import DispatcherHeartbeats, JobQueue, QueueUnavailableError, redis_client
 from service.auth import router as auth_router
 from service.blocking import blocking, make_pool
@@ -37,7 +38,6 @@ from service.specs import router as specs_router
 from storage.engine import make_engine
 from storage.leases import SearchLeases
 from storage.searches import IdempotencyConflictError, SearchNotFoundError, SearchStore
-from supernet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from errors import ConfigError
 from storage.accounts import Principal
 from storage.searches import SearchStore
-from supernet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.datastructures import State
 
+from errors import DatasetError
 from jobqueue import QueueUnavailableError
 from searchspec.budget import over_budget
 from searchspec.spec import SearchSpec
@@ -56,7 +57,6 @@ from storage.searches import (
     SearchRecord,
 )
 from supernet.data.layout import check_layout
-from supernet.errors import DatasetError
 from supernet.space import CELL_NAMES
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from errors import SegnasError
 from storage.engine import make_engine
 from storage.migrate import ensure_schema
 from storage.models import LOCAL_ADMIN, ApiToken, User, utcnow
 from storage.searches import SearchStore
-from supernet.errors import SegnasError
 
 TOKEN_PREFIX = "segnas_"
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

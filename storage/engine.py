@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 
 DATA_DIR_ENV = "SEGNAS_DATA_DIR"
 DATABASE_URL_ENV = "DATABASE_URL"

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from errors import SegnasError
 from storage.engine import make_engine, session_scope
 from storage.fencing import Fence, fence_conditions, hold, lease_lost
 from storage.migrate import require_current
@@ -43,7 +44,6 @@ from storage.models import (
 )
 from storage.rewards import Curve, add_step_rewards, read_curve
 from storage.samples import SampleCursor, SampleQuery, sample_page_statement
-from supernet.errors import SegnasError
 
 
 class SearchNotFoundError(SegnasError):

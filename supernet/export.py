@@ -41,7 +41,7 @@ from typing import IO, Annotated, Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from supernet.errors import ConfigError, validation_problems
+from errors import ConfigError, validation_problems
 from supernet.metrics import METRIC_NAMES, Metrics
 from supernet.network import ChildNet, build_child, standalone_copy
 from supernet.profile import count_params

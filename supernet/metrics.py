@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 
 
 class ConfusionMatrix:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from supernet.errors import ArchitectureError
+from errors import ArchitectureError
 
 CELL_NAMES: tuple[str, ...] = (
     "conv3x3",

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from errors import ConfigError, DatasetError, TrainingDivergedError
 from supernet.data import SegmentationData
-from supernet.errors import ConfigError, DatasetError, TrainingDivergedError
 from supernet.metrics import ConfusionMatrix, Metrics
 from supernet.network import build_child
 from supernet.profile import count_params

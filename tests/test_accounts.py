@@ -12,13 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from errors import ConfigError
 from service.app import create_app
 from service.quotas import WINDOW_S, QuotaExceededError, Quotas, count_submission
 from service.settings import Settings
 from storage.accounts import TOKEN_PREFIX, AccountError, AccountStore, Principal
 from storage.models import LOCAL_ADMIN, ApiToken
 from storage.searches import CheckpointRecord, SearchStore
-from supernet.errors import ConfigError
 
 SPEC: dict[str, Any] = {"epochs": 1, "space": {"layers": 2, "channels": 4}}
 HEADERS = {"X-Requested-With": "segnas-tests"}

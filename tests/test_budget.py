@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from errors import ConfigError
 from jobqueue import JobQueue
 from searchspec.budget import LIMITS, Budget, Limit, over_budget
 from searchspec.cost import estimate_cost
 from searchspec.spec import SearchSpec, load_search_spec, parse_search_spec
 from service.settings import Settings
-from supernet.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 from workers.checkpoints import FORMAT, load_checkpoint, save_checkpoint
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from served import running_server, serve_env
 
+from errors import ConfigError
 from segnas.commands.serve import choose_auth, is_loopback
 from storage.accounts import TOKEN_PREFIX, bootstrap_admin_token, open_accounts
-from supernet.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from errors import DatasetError
 from supernet.data import (
     VOC_CLASSES,
     DigitsSpec,
@@ -23,7 +24,6 @@ from supernet.data import (
     split_ids,
     split_sizes,
 )
-from supernet.errors import DatasetError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "voc2012-sample"
 VOC2012 = FIXTURE / "VOCdevkit" / "VOC2012"

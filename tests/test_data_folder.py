@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from errors import DatasetError
 from supernet.data import FolderSpec, load_dataset
-from supernet.errors import DatasetError
 
 CLASSES = "background\n\ncat\ndog\n"  # a blank line is skipped: 3 classes
 SUFFIXES = (".png", ".jpg", ".bmp", ".jpeg", ".png")

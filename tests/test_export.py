@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 from supernet.export import (
     FILES,
     FORMAT_VERSION,

@@ -10,9 +10,9 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError
 
+from errors import SegnasError
 from jobqueue import EmbeddedRedis, JobQueue, QueueUnavailableError, redis_client
 from jobqueue.queue import REDIS_PASSWORD_FILE_ENV
-from supernet.errors import SegnasError
 
 
 def test_enqueue_adds_one_live_entry_per_search(job_queue: JobQueue) -> None:

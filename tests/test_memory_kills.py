@@ -18,10 +18,10 @@ import ray
 import torch
 from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
 
+from errors import SearchFaultError
 from jobqueue import JobQueue
 from searchspec.spec import load_search_spec
 from storage.searches import SearchStore
-from supernet.errors import SearchFaultError
 from workers.dispatcher import Dispatcher, DispatcherConfig
 from workers.driver import ReplicaLostError, SearchDriver
 from workers.launchers import LocalProcess

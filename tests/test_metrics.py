@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 from supernet.metrics import REWARDS, ConfusionMatrix, get_reward, metrics_from_matrix
 
 # true \ pred   0  1  2

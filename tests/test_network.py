@@ -203,7 +203,7 @@ def test_view_cache_is_bounded():
 
 
 def test_view_rejects_architectures_outside_the_space():
-    from supernet.errors import ArchitectureError
+    from errors import ArchitectureError
 
     with pytest.raises(ArchitectureError):
         SuperNet(SMALL)(torch.randn(1, 3, 8, 8), (0, 1, 2))

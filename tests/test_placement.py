@@ -17,10 +17,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray
 
+from errors import ConfigError
 from searchspec.spec import ResourcesSpec, load_search_spec
 from storage.migrate import upgrade
 from storage.searches import SearchStore
-from supernet.errors import ConfigError
 from workers.entry import run_search
 from workers.placement import (
     DEFAULT_PLACEMENT_TIMEOUT_S,

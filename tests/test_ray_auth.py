@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 from workers.ray_auth import UNAUTHENTICATED_RAY_ENV, check_ray_auth
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from ray import tune
 
+from errors import ConfigError
 from searchspec.spec import load_search_spec
-from supernet.errors import ConfigError
 from workers.retrain import RetrainJob, RetrainSettings, Target, random_archs, retrain
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"

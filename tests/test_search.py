@@ -177,7 +177,7 @@ def test_resume_after_interruption_writes_exactly_the_uninterrupted_rows(
 
 
 def test_resuming_a_finished_search_is_refused(reference: dict, tmp_path: Path) -> None:
-    from supernet.errors import ConfigError
+    from errors import ConfigError
 
     # The reference store is closed; a finished search in a fresh store shows the same rule.
     url = f"sqlite:///{tmp_path / 'done.db'}"
@@ -274,7 +274,7 @@ def test_the_paper_config_runs_on_real_voc_images(store: SearchStore, tmp_path: 
 def test_a_gpu_search_on_a_machine_without_gpus_is_refused_not_left_waiting(
     store: SearchStore, tmp_path: Path
 ) -> None:
-    from supernet.errors import ConfigError
+    from errors import ConfigError
 
     gpus = ray.cluster_resources().get("GPU", 0)
     spec = tiny(**{"resources.gpus_per_replica": 1, "resources.replicas": int(gpus) + 1})

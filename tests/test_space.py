@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
+from errors import ArchitectureError, SegnasError
 from supernet.cells import CELL_NAMES
-from supernet.errors import ArchitectureError, SegnasError
 from supernet.space import SearchSpace, default_reductions, format_arch
 
 PAPER_ARCH = "0 5 5 2 2 2 4 5 3 5 3 4"

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from controller.config import ReinforceConfig
+from errors import ConfigError
 from searchspec.spec import SearchSpec, load_search_spec, parse_search_spec
 from supernet.data.specs import VocSpec
-from supernet.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, delete, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 
+from errors import ConfigError
 from storage.accounts import AccountStore
 from storage.engine import make_engine, normalise_url
 from storage.migrate import current_revision, downgrade, head_revision, require_current, upgrade
@@ -24,7 +25,6 @@ from storage.searches import (
     SearchNotFoundError,
     SearchStore,
 )
-from supernet.errors import ConfigError
 
 TABLES = {
     "searches",

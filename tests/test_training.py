@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from errors import ConfigError, DatasetError
 from searchspec.spec import load_search_spec
 from supernet.data import DigitsSpec, load_dataset
-from supernet.errors import ConfigError, DatasetError
 from supernet.metrics import ConfusionMatrix
 from supernet.network import build_child
 from supernet.space import SearchSpace
@@ -152,7 +152,7 @@ def test_training_leaves_the_callers_random_stream_alone(tiny_data):
 def test_a_non_finite_loss_is_a_user_error(tiny_data):
     import dataclasses
 
-    from supernet.errors import SegnasError, TrainingDivergedError
+    from errors import SegnasError, TrainingDivergedError
 
     class Poisoned(torch.utils.data.Dataset):
         """The real train split with one pixel overflowed, as a far too high lr would do."""

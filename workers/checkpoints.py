@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 
 FORMAT = 1
 

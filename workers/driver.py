@@ -41,10 +41,10 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from controller.actor import ControllerActor
 from controller.batcher import RewardError
+from errors import ConfigError, SearchFaultError, SegnasError
 from searchspec.spec import SearchSpec
 from storage.fencing import Fence, LeaseLostError
 from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
-from supernet.errors import ConfigError, SearchFaultError, SegnasError
 from supernet.metrics import METRIC_NAMES
 from supernet.profile import ChildSizes
 from workers.actors import ReplicaActor

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from errors import ConfigError
 from searchspec.spec import SearchSpec
 from storage.engine import data_dir, make_engine
 from storage.migrate import ensure_schema
 from storage.searches import SearchStore
-from supernet.errors import ConfigError
 from workers.driver import SearchDriver, SearchOutcome, SearchProgress
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from errors import SearchFaultError
 from reports.evaluation import (
     ENAS_METHODS,
     MATCHED_METHODS,
@@ -49,7 +50,6 @@ from reports.evaluation import (
 from searchspec.spec import CheckpointSpec, RewardName, SearchSpec, apply_overrides
 from storage.evaluations import EvaluationRecord, EvaluationStore, ScoreRecord, TrainingRecord
 from storage.searches import SearchStore
-from supernet.errors import SearchFaultError
 from supernet.space import SearchSpace
 from workers.driver import one_line_error
 from workers.entry import run_search

@@ -20,10 +20,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from errors import SegnasError
 from searchspec.spec import SearchSpec
 from storage.leases import Fence, LeaseLostError, SearchLeases
 from storage.searches import ACTIVE_STATUSES
-from supernet.errors import SegnasError
 from workers.driver import SearchCancelledError, SearchDriver
 from workers.entry import default_checkpoint_dir, open_store
 

@@ -28,8 +28,8 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from errors import ConfigError, SearchFaultError
 from searchspec.spec import ResourcesSpec
-from supernet.errors import ConfigError, SearchFaultError
 
 log = logging.getLogger(__name__)
 

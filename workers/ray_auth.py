@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 
 UNAUTHENTICATED_RAY_ENV = "SEGNAS_ALLOW_UNAUTHENTICATED_RAY"
 """Set to 1 to run a Ray without token authentication that others could reach (tests do)."""

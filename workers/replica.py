@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from errors import ConfigError, SegnasError, TrainingDivergedError
 from searchspec.spec import SearchSpec
 from supernet.data import SegmentationData, load_dataset
-from supernet.errors import ConfigError, SegnasError, TrainingDivergedError
 from supernet.metrics import Metrics
 from supernet.network import SuperNet
 from supernet.scoring import score_architectures

@@ -23,10 +23,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from ray import tune
 
+from errors import SearchFaultError
 from searchspec.spec import RewardName, SearchSpec
 from storage.engine import data_dir
 from storage.searches import SearchStore
-from supernet.errors import SearchFaultError
 from workers.entry import open_store, run_search
 from workers.retrain import (
     RetrainJob,

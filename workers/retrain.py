@@ -33,12 +33,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from errors import ConfigError
 from searchspec.spec import SearchSpec, SpaceSpec
 from storage.engine import data_dir
 from storage.retrains import RetrainRecord, RetrainSource, RetrainStore
 from storage.searches import SearchStore
 from supernet.data import load_dataset
-from supernet.errors import ConfigError
 from supernet.metrics import METRIC_NAMES
 from supernet.space import SearchSpace
 from supernet.training import ChildTrainer, TrainConfig

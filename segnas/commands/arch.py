@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from supernet.errors import ConfigError
+    from errors import ConfigError
     from supernet.network import build_child
     from supernet.profile import count_flops, count_params
     from supernet.space import SearchSpace, format_arch

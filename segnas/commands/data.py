@@ -67,7 +67,7 @@ def write_preview(data: SegmentationData, path: Path, count: int) -> list[str]:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from supernet.errors import DatasetError
+    from errors import DatasetError
 
     split = data.val if len(data.val) else data.train
     count = min(count, len(split))
@@ -118,8 +118,8 @@ def write_preview(data: SegmentationData, path: Path, count: int) -> list[str]:
 def _dataset_spec(args: argparse.Namespace, parse: Any) -> Any:
     """The data set of ``--config`` (the same one a search of that config reads), or the one
     the data set options describe."""
+    from errors import ConfigError
     from searchspec.spec import load_search_spec
-    from supernet.errors import ConfigError
 
     if args.config is None:
         return parse(dataset_spec_from_args(args))
@@ -142,9 +142,9 @@ def _dataset_spec(args: argparse.Namespace, parse: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from errors import ConfigError
     from supernet.data import load_dataset, parse_dataset_spec
     from supernet.data.base import SPLIT_NAMES
-    from supernet.errors import ConfigError
 
     if args.preview and args.preview.suffix.lower() not in PREVIEW_SUFFIXES:
         raise ConfigError(f"--preview must name a {'/'.join(PREVIEW_SUFFIXES)} file")

@@ -26,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from errors import ConfigError
     from storage.engine import database_url, make_engine
     from storage.migrate import current_revision, downgrade, head_revision, upgrade
-    from supernet.errors import ConfigError
 
     url = database_url(args.db)
     if args.action == "upgrade":

@@ -36,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     import yaml
 
+    from errors import SegnasError
     from searchspec.spec import load_search_spec
     from segnas.commands.serve import auth_line, check_port, choose_auth
     from segnas.stack import LocalStack
     from service.app import create_app
     from service.settings import AUTH_ENV
     from storage.engine import data_dir
-    from supernet.errors import SegnasError
 
     body: dict = {}  # the default search
     if args.config is not None:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 def _wait_until_up(base: str, thread: threading.Thread) -> None:
     import httpx
 
-    from supernet.errors import SegnasError
+    from errors import SegnasError
 
     for _ in range(600):
         if not thread.is_alive():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from supernet.errors import SearchFaultError, SegnasError, validation_problems
+from errors import SearchFaultError, SegnasError, validation_problems
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -27,7 +27,7 @@ def choose(retrains: list[Any], search_id: str, arch: list[int] | None) -> Any:
     Raises:
         ConfigError: no such retrained architecture, or it has no weights (it failed).
     """
-    from supernet.errors import ConfigError
+    from errors import ConfigError
     from supernet.space import format_arch
 
     hint = f"run: segnas retrain --search {search_id}"
@@ -49,7 +49,7 @@ def choose(retrains: list[Any], search_id: str, arch: list[int] | None) -> Any:
 
 
 def _parse(text: str) -> list[int]:
-    from supernet.errors import ConfigError
+    from errors import ConfigError
 
     try:
         return [int(t) for t in text.replace(",", " ").split()]

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from supernet.errors import ConfigError
+from errors import ConfigError
 
 DEFAULT_DATASET = "shapes"
 """The data set kind of ``--dataset`` when none is given: the default search's task."""

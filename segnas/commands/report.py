@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def search_ids(text: str) -> list[str]:
-    from supernet.errors import ConfigError
+    from errors import ConfigError
 
     ids = [part.strip() for part in text.split(",") if part.strip()]
     if not ids:

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 def evaluate_settings(args: argparse.Namespace) -> Any:
     """The evaluation that ``reproduce --seeds`` runs: ``segnas evaluate``'s settings (and so
     its id and rows) for the same values."""
-    from supernet.errors import ConfigError
+    from errors import ConfigError
     from workers.evaluate import EvaluateSettings
     from workers.reproduce import REWARDS
 

@@ -48,7 +48,7 @@ def search_spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from supernet.errors import ConfigError
+    from errors import ConfigError
 
     if args.resume and (args.config or args.overrides or args.replicas is not None):
         raise ConfigError(

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_port(host: str, port: int) -> None:
     """Raises ``ConfigError`` when ``host:port`` cannot be listened on."""
-    from supernet.errors import ConfigError
+    from errors import ConfigError
 
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,7 +52,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    from supernet.errors import ConfigError
+    from errors import ConfigError
 
     if args.dispatchers < 0 or args.max_concurrent < 1 or args.workers < 1:
         raise ConfigError("--dispatchers must be >= 0, --max-concurrent and --workers >= 1")
@@ -111,7 +111,7 @@ def choose_auth(host: str, asked: str | None) -> str:
     Raises:
         ConfigError: ``--auth off`` on an address that is not loopback.
     """
-    from supernet.errors import ConfigError
+    from errors import ConfigError
 
     if asked == "off" and not is_loopback(host):
         raise ConfigError(

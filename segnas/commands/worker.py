@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def dispatcher_config(args: argparse.Namespace) -> DispatcherConfig:
     from pydantic import ValidationError
 
-    from supernet.errors import ConfigError, validation_problems
+    from errors import ConfigError, validation_problems
     from workers.dispatcher import DispatcherConfig
 
     values: dict[str, object] = {
@@ -63,11 +63,11 @@ def job_database_url(url: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from errors import ConfigError
     from jobqueue import JobQueue, redis_client
     from storage.engine import data_dir, database_url, make_engine
     from storage.migrate import ensure_schema
     from storage.searches import SearchStore
-    from supernet.errors import ConfigError
     from workers.dispatcher import Dispatcher
     from workers.launchers import LocalLauncher, RayJobLauncher, jobs_address
     from workers.ray_auth import check_ray_auth

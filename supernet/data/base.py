@@ -16,8 +16,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from errors import DatasetError
 from supernet.data.transforms import SegTransform
-from supernet.errors import DatasetError
 
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 

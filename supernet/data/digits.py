@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import DatasetError
 from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
 from supernet.data.canvas import (
     LUMA,
@@ -51,7 +52,6 @@ from supernet.data.canvas import (
 )
 from supernet.data.specs import DigitsSpec
 from supernet.data.splits import split_ids, split_sizes
-from supernet.errors import DatasetError
 
 DIGIT_CLASSES: tuple[str, ...] = ("background", *(str(d) for d in range(10)))
 FOREGROUND_CLASSES: tuple[str, ...] = ("background", "digit")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from supernet.errors import DatasetError
+from errors import DatasetError
 
 
 def read_rgb(path: Path) -> np.ndarray:

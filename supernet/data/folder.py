@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from errors import DatasetError
 from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
 from supernet.data.files import FileSource
 from supernet.data.layout import IGNORE, check_folder_layout
 from supernet.data.specs import FolderSpec
 from supernet.data.splits import split_ids
 from supernet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from supernet.errors import DatasetError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from errors import DatasetError
 from supernet.data.specs import AnyDatasetSpec, FolderSpec, VocSpec
-from supernet.errors import DatasetError
 
 IGNORE = 255
 """The ignore label of masks, and one more than the most classes a folder data set may name."""

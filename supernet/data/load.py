@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from errors import DatasetError
 from supernet.data.base import SegmentationData
 from supernet.data.digits import load_digits_dataset
 from supernet.data.folder import load_folder
@@ -18,7 +19,6 @@ from supernet.data.specs import (
     parse_dataset_spec,
 )
 from supernet.data.voc import load_voc
-from supernet.errors import DatasetError
 
 
 def load_dataset(spec: AnyDatasetSpec | Mapping[str, Any]) -> SegmentationData:

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from supernet.errors import DatasetError, validation_problems
+from errors import DatasetError, validation_problems
 from supernet.fielddocs import described
 
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from supernet.errors import DatasetError
+from errors import DatasetError
 
 T = TypeVar("T")
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from errors import DatasetError
 from supernet.data.base import SPLIT_NAMES, SegmentationData, assemble
 from supernet.data.files import FileSource
 from supernet.data.layout import find_voc_root
 from supernet.data.specs import VocSpec
 from supernet.data.splits import split_ids
 from supernet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from supernet.errors import DatasetError
 
 VOC_CLASSES: tuple[str, ...] = (
     "background",

@@ -1,4 +1,5 @@
-"""Errors a user can cause in the search engine core.
+"""The project's errors, at the bottom of the house: every package may import them, they
+import nothing of the project.
 
 Every error that bad input can trigger is a ``SegnasError``: the CLI prints its message as one
 line and exits non-zero, and the service maps it to a 4xx. ``SearchFaultError`` is the one
