@@ -5,6 +5,7 @@ The API process imports neither torch nor Ray; specs are validated by ``searchsp
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,7 +27,7 @@ from swagger_ui_bundle import swagger_ui_path
 from errors import ConfigError
 from jobqueue import DispatcherHeartbeats, JobQueue, QueueUnavailableError, redis_client
 from service.auth import router as auth_router
-from service.blocking import blocking, make_pool
+from service.blocking import make_pool
 from service.evaluations import router as evaluations_router
 from service.guards import RequestGuard
 from service.limits import BodyGuard
@@ -76,6 +77,14 @@ def create_app(
             redis_client(settings.redis_url or "", socket_timeout=5), prefix=settings.queue_prefix
         )
         app.state.leases = SearchLeases(app.state.store)
+        # /healthz has a lane of its own (a thread and a connection): a load of slow reads
+        # that holds every thread and connection of the pool must not make it look down.
+        app.state.health_pool = make_pool(1)
+        app.state.health_engine = (
+            create_engine(app.state.store.engine.url, pool_size=1, max_overflow=0)
+            if app.state.store.engine.dialect.name == "postgresql"
+            else app.state.store.engine
+        )
         app.state.settings = settings
         app.state.local_admin = None  # the account of `auth: off`, read on first use
         # What start-up built (FastAPI, pydantic, SQLAlchemy) lives as long as the process:
@@ -88,6 +97,9 @@ def create_app(
             if own_queue:
                 app.state.queue.client.close()
             app.state.io_pool.shutdown()
+            app.state.health_pool.shutdown()
+            if app.state.health_engine is not app.state.store.engine:
+                app.state.health_engine.dispose()
             if own_store:
                 app.state.store.close()
 
@@ -133,7 +145,8 @@ def create_app(
     async def healthz(request: Request) -> JSONResponse:
         """Whether the database and Redis answer and, when the service expects dispatchers,
         whether one of them has a live heartbeat."""
-        health = await blocking(request, _health, request.app.state)
+        state = request.app.state
+        health = await asyncio.get_running_loop().run_in_executor(state.health_pool, _health, state)
         body = health.model_dump(exclude={"dispatchers"} if health.dispatchers is None else None)
         return JSONResponse(body, status_code=200 if health.status == "ok" else 503)
 
@@ -165,7 +178,7 @@ def _check(state: State) -> tuple[str, str]:
     hosts and paths) goes to the log, not to the client."""
     database = redis = "ok"
     try:
-        with state.store.engine.connect() as connection:
+        with state.health_engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as e:
         log.warning("healthz: database: %s", _first_line(e))

@@ -42,7 +42,7 @@ from storage.models import (
     User,
     utcnow,
 )
-from storage.rewards import Curve, add_step_rewards, read_curve
+from storage.rewards import Curve, CurveCache, add_step_rewards, read_curve
 from storage.samples import SampleCursor, SampleQuery, sample_page_statement
 
 
@@ -177,6 +177,7 @@ class SearchStore:
         # trip (no BEGIN, no COMMIT). Same pool as the engine.
         self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._local_admin_id: int | None = None
+        self._curves = CurveCache()  # GET /rewards: an unchanged curve is built once
 
     def close(self) -> None:
         self.engine.dispose()
@@ -469,7 +470,8 @@ class SearchStore:
         ``after`` is ``storage.samples.cursor_of`` the last row of the previous page."""
         statement = sample_page_statement(search_id, query or SampleQuery(), after, limit)
         with self._session() as s:
-            return [(StoredSampleRecord.model_validate(r), int(n)) for r, n in s.execute(statement)]
+            rows = s.execute(statement).all()
+        return [(StoredSampleRecord.model_validate(r._mapping), int(r.n)) for r in rows]
 
     def cell_counts(self, search_id: str, num_cells: int) -> dict[int, list[list[int]]]:
         """What the policy sampled: for each epoch of the controller phase, how many of its
@@ -498,7 +500,7 @@ class SearchStore:
         """The curve from the step after ``after`` on, in at most ``max_points`` points
         (``storage.rewards.read_curve``): what the page polls."""
         with self._session() as s:
-            return read_curve(s, search_id, after=after, max_points=max_points)
+            return read_curve(s, search_id, after=after, max_points=max_points, cache=self._curves)
 
     def count_samples(self, search_id: str) -> int:
         with self._session() as s:
