@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # The torch build comes first and by itself, so pip picks the build for this machine:
 # the local CPU wheel where one is offered (PIP_FIND_LINKS), the CUDA build from PyPI elsewhere.
 TORCH_SPEC ?= torch==2.13.0
+# Test processes (pytest-xdist, one module each). More than the cores: most tests wait on a
+# subprocess (Ray, a server, a driver), and the suite used 42 % of 2 cores with 2 workers.
+TEST_WORKERS ?= 3
 
 .PHONY: demo test lint bench clean
 
@@ -23,7 +26,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q --durations=15 -n auto --dist loadfile
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
