@@ -145,7 +145,7 @@ def test_a_search_submitted_as_a_ray_job_writes_its_rows(
     db = f"sqlite:///{tmp_path / 'segnas.db'}"
     job = submit_job(
         ray_head,
-        sys.executable, str(ROOT / "workers" / "submit.py"),
+        sys.executable, str(ROOT / "deploy" / "ray" / "submit.py"),
         "--config", str(ROOT / "configs" / "tiny.yaml"), "--set", "epochs=1",
         "--db", db, "--checkpoint-dir", str(tmp_path / "checkpoints"), "--json",
     )  # fmt: skip

@@ -38,8 +38,10 @@ TABLES = {
     "evaluation_scores",
     "users",
     "api_tokens",
+    "reward_steps",
 }
 ACCOUNT_TABLES = {"users", "api_tokens"}
+CURVE_TABLES = {"reward_steps"}  # migration 0008
 SPEC = {"space": {"layers": 12}, "epochs": 3}
 
 
@@ -126,7 +128,12 @@ def test_retrains_come_and_go_with_their_migration(db_url: str, engine: Engine) 
     upgrade(db_url)
     assert "retrains" in tables(engine)
     downgrade(db_url, "0002")
-    assert tables(engine) == TABLES - {"retrains", *EVALUATION_TABLES, *ACCOUNT_TABLES}
+    assert tables(engine) == TABLES - {
+        "retrains",
+        *EVALUATION_TABLES,
+        *ACCOUNT_TABLES,
+        *CURVE_TABLES,
+    }
     assert current_revision(engine) == "0002"
 
 
@@ -139,7 +146,7 @@ def test_evaluations_come_and_go_with_their_migration(db_url: str, engine: Engin
     upgrade(db_url)
     assert tables(engine) >= EVALUATION_TABLES
     downgrade(db_url, "0004")
-    assert tables(engine) == TABLES - EVALUATION_TABLES - ACCOUNT_TABLES
+    assert tables(engine) == TABLES - EVALUATION_TABLES - ACCOUNT_TABLES - CURVE_TABLES
     assert current_revision(engine) == "0004"
 
 
@@ -190,7 +197,7 @@ def test_the_accounts_migration_gives_older_searches_to_the_admin_it_makes(
     assert created and theirs.owner_id == other.id
     store.close()
     downgrade(db_url, "0005")
-    assert tables(engine) == TABLES - ACCOUNT_TABLES
+    assert tables(engine) == TABLES - ACCOUNT_TABLES - CURVE_TABLES
 
 
 def test_require_current_refuses_an_empty_database_and_passes_at_head(

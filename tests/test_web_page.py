@@ -99,8 +99,14 @@ def open_index(driver, base: str) -> None:
 
 
 def form_error(driver) -> str | None:
-    box = by_id(driver, "form-error")
-    return box.text if box.is_displayed() and box.text else None
+    """The start form's error, if it shows one (None too while the browser leaves the page)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = driver.find_elements("css selector", "#form-error")
+        return found[0].text if found and found[0].is_displayed() and found[0].text else None
+    except StaleElementReferenceException:
+        return None
 
 
 @pytest.mark.parametrize(
@@ -184,9 +190,8 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
     assert duration.fullmatch(took), took
     assert by_id(browser, "p-remaining").text == "\u2013"
     open_index(browser, base_url)
-    row = lambda: browser.find_element("css selector", f'tr[data-id="{search_id}"]')  # noqa: E731
-    wait_until("its row", lambda: row().is_displayed(), 30)
-    assert row().find_elements("css selector", "td")[6].text == took
+    cells = wait_until("its row", lambda: row_cells(browser, search_id), 30)  # once listed
+    assert cells[6] == took
     formats = browser.execute_script("return [0, 45.4, 192, 7500, -1].map(SEGNAS.formatDuration)")
     assert formats == ["0 s", "45 s", "3 min 12 s", "2 h 05 min", "\u2013"]
     # While it runs: elapsed, and what is left at the pace so far (none before 2 %).
@@ -198,6 +203,18 @@ def test_a_search_started_from_the_page_runs_to_its_result(base_url: str, browse
         "return [t.elapsed, t.remaining, early.remaining];"
     )
     assert times == [60, 180, None]
+
+
+def row_cells(driver, search_id: str) -> list[str] | None:
+    """The texts of the list row of ``search_id``; None until it is drawn (or while a poll
+    redraws it)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = driver.find_elements("css selector", f'tr[data-id="{search_id}"] td')
+        return [cell.text for cell in found] or None
+    except StaleElementReferenceException:
+        return None
 
 
 def _shown_text(driver, element_id: str) -> str | None:
