@@ -116,7 +116,6 @@ def read_curve(
     most ``max_points`` points (None: one per step); a whole curve from ``cache`` when the
     search has had no step since it was built."""
     mine = RewardStep.search_id == search_id
-    key = tuple_(RewardStep.epoch, RewardStep.step)
     # Steps are only added (or, on a resume, rewritten alike) and samples only added to them:
     # the count of both tells whether the curve changed.
     total, samples = session.execute(
@@ -126,11 +125,23 @@ def read_curve(
     cache_key = (search_id, max_points, total, samples)
     if after is None and cache is not None:
         cached = cache.get(cache_key)
-        if cached is not None:
-            return cached
-        curve = read_curve(session, search_id, max_points=max_points)
-        cache.put(cache_key, curve)
-        return curve
+        if cached is None:
+            cached = _read_steps(session, search_id, None, max_points, total)
+            cache.put(cache_key, cached)
+        return cached
+    return _read_steps(session, search_id, after, max_points, total)
+
+
+def _read_steps(
+    session: Session,
+    search_id: str,
+    after: tuple[int, int] | None,
+    max_points: int | None,
+    total: int,
+) -> Curve:
+    """``read_curve`` past its cache: ``total`` is the search's step count, already read."""
+    mine = RewardStep.search_id == search_id
+    key = tuple_(RewardStep.epoch, RewardStep.step)
     query = (
         select(
             RewardStep.epoch,
