@@ -33,6 +33,34 @@ const CHARTS = (() => {
     return { lo: first, hi: last, ticks, decimals };
   }
 
+  /** The horizontal grid lines and the y ticks of a chart ``width`` wide (``CHART``'s margins). */
+  function yGrid(y, py, width) {
+    const { left, right } = CHART;
+    return y.ticks.flatMap((v) => [
+      svg("line", { x1: left, x2: width - right, y1: py(v), y2: py(v), class: "grid" }),
+      svg("text", { x: left - 6, y: py(v), class: "tick tick-y" }, v.toFixed(y.decimals)),
+    ]);
+  }
+
+  /** The two axes and their labels (``yLabel`` null: none up the side). */
+  function axes(width, xLabel, yLabel) {
+    const { height, left, right, top, bottom } = CHART;
+    const middle = (top + height - bottom) / 2;
+    const drawn = [
+      svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }),
+      svg("line", {
+        x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis",
+      }),
+      svg("text", { x: (left + width - right) / 2, y: height - 6, class: "axis-label" }, xLabel),
+    ];
+    if (yLabel) {
+      drawn.push(svg("text", {
+        x: 14, y: middle, class: "axis-label", transform: `rotate(-90 14 ${middle})`,
+      }, yLabel));
+    }
+    return drawn;
+  }
+
   /** Draws the reward curve of `points` (GET /searches/{id}/rewards) into `container`. */
   function drawRewardChart(container, points) {
     if (!points.length) {
@@ -55,29 +83,13 @@ const CHARTS = (() => {
       viewBox: `0 0 ${width} ${height}`, class: "reward-svg", role: "img",
       "aria-label": `reward per controller step, ${points.length} steps`,
     });
-    for (const v of y.ticks) {
-      chart.append(
-        svg("line", { x1: left, x2: width - right, y1: py(v), y2: py(v), class: "grid" }),
-        svg("text", { x: left - 6, y: py(v), class: "tick tick-y" }, v.toFixed(y.decimals)),
-      );
-    }
+    chart.append(...yGrid(y, py, width));
     for (let v = 0; v <= xMax; v += xStep) {
       const x = left + (points.length === 1 ? 0.5 : v / xMax) * (width - left - right);
       chart.append(svg("text", { x, y: height - bottom + 16, class: "tick tick-x" }, v));
     }
     chart.append(...epochMarks(points, px, top, height - bottom, width - right));
-    chart.append(
-      svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }),
-      svg("line", {
-        x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis",
-      }),
-      svg("text", { x: (left + width - right) / 2, y: height - 6, class: "axis-label" },
-        "controller step"),
-      svg("text", {
-        x: 14, y: (top + height - bottom) / 2, class: "axis-label",
-        transform: `rotate(-90 14 ${(top + height - bottom) / 2})`,
-      }, "reward"),
-    );
+    chart.append(...axes(width, "controller step", "reward"));
     for (const series of SERIES) {
       const xy = points
         .map((p, i) => [i, p[series.key]])
@@ -159,28 +171,12 @@ const CHARTS = (() => {
       viewBox: `0 0 ${width} ${height}`, class: "reward-svg", role: "img",
       "aria-label": `reward against parameters, ${sized.length} samples`,
     });
-    for (const v of y.ticks) {
-      chart.append(
-        svg("line", { x1: left, x2: width - right, y1: py(v), y2: py(v), class: "grid" }),
-        svg("text", { x: left - 6, y: py(v), class: "tick tick-y" }, v.toFixed(y.decimals)),
-      );
-    }
+    chart.append(...yGrid(y, py, width));
     for (const v of x.ticks) {
       chart.append(svg("text", { x: px(v), y: height - bottom + 16, class: "tick tick-x" },
         v.toFixed(x.decimals)));
     }
-    chart.append(
-      svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }),
-      svg("line", {
-        x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis",
-      }),
-      svg("text", { x: (left + width - right) / 2, y: height - 6, class: "axis-label" },
-        "parameters (thousands)"),
-      svg("text", {
-        x: 14, y: (top + height - bottom) / 2, class: "axis-label",
-        transform: `rotate(-90 14 ${(top + height - bottom) / 2})`,
-      }, "reward"),
-    );
+    chart.append(...axes(width, "parameters (thousands)", "reward"));
     const r = sized.length > 300 ? 2 : 3;
     for (const a of sized) {
       chart.append(svg("circle", {
@@ -228,23 +224,11 @@ const CHARTS = (() => {
       viewBox: `0 0 ${width} ${height}`, class: "reward-svg", role: "img",
       "aria-label": `mean reward per controller step of ${series.length} searches`,
     });
-    for (const v of y.ticks) {
-      chart.append(
-        svg("line", { x1: left, x2: width - right, y1: py(v), y2: py(v), class: "grid" }),
-        svg("text", { x: left - 6, y: py(v), class: "tick tick-y" }, v.toFixed(y.decimals)),
-      );
-    }
+    chart.append(...yGrid(y, py, width));
     for (const v of x.ticks) {
       chart.append(svg("text", { x: px(v), y: height - bottom + 16, class: "tick tick-x" }, v));
     }
-    chart.append(
-      svg("line", { x1: left, x2: left, y1: top, y2: height - bottom, class: "axis" }),
-      svg("line", {
-        x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis",
-      }),
-      svg("text", { x: (left + width - right) / 2, y: height - 6, class: "axis-label" },
-        "controller step"),
-    );
+    chart.append(...axes(width, "controller step", null));
     const legend = svg("g", { class: "legend" });
     series.forEach((s, n) => {
       const xy = s.points.map((p, i) => [i, p.mean_reward]).filter(([, v]) => Number.isFinite(v))
