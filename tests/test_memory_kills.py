@@ -23,7 +23,7 @@ from jobqueue import JobQueue
 from searchspec.spec import load_search_spec
 from storage.searches import SearchStore
 from workers.dispatcher import Dispatcher, DispatcherConfig
-from workers.driver import ReplicaLostError, SearchDriver
+from workers.group import ReplicaLostError, gather
 from workers.launchers import LocalProcess
 from workers.memory import driver_killed, is_memory_error, killed_by_sigkill
 
@@ -70,17 +70,17 @@ class Replica:
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_a_replica_out_of_memory_fails_the_search_instead_of_a_recovery(tmp_path: Path) -> None:
-    driver = SearchDriver(load_search_spec(TINY), store=None, checkpoint_dir=tmp_path)  # type: ignore[arg-type]
+def test_a_replica_out_of_memory_fails_the_search_instead_of_a_recovery() -> None:
+    spec = load_search_spec(TINY)
     replica = Replica.remote()  # type: ignore[attr-defined]
     with pytest.raises(SearchFaultError) as caught:
-        driver._gather([replica.train.remote(True)])
+        gather([replica.train.remote(True)], spec)
     message = str(caught.value)
     assert message.startswith("a replica ran out of memory (")
     assert "CUDA out of memory" in message and ASKED in message
     ray.kill(replica)
     with pytest.raises(ReplicaLostError):  # a replica that merely died is still recovered
-        driver._gather([replica.train.remote(False)])
+        gather([replica.train.remote(False)], spec)
 
 
 class SigkilledDrivers:

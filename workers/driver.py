@@ -25,7 +25,6 @@ driver stops, writing nothing more (not even ``failed``: the search is the new d
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -35,37 +34,25 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch.distributed as dist
 from pydantic import BaseModel
-from ray.exceptions import RayActorError, RayTaskError
 
-from controller.actor import ControllerActor
-from controller.batcher import RewardError
-from errors import ConfigError, SearchFaultError, SegnasError
+from errors import SearchFaultError, SegnasError
 from searchspec.spec import SearchSpec
 from storage.fencing import Fence, LeaseLostError
-from storage.searches import CheckpointRecord, EpochRecord, ResultRecord, SampleRecord, SearchStore
+from storage.searches import EpochRecord, ResultRecord, SampleRecord, SearchStore
 from supernet.metrics import METRIC_NAMES
-from supernet.profile import ChildSizes
-from workers.actors import ReplicaActor
-from workers.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from workers.memory import is_memory_error, memory_failure
-from workers.placement import in_bundle, release, reserve_replicas
-from workers.runtime import ensure_ray, ray_is_remote
+from workers.checkpoints import SearchCheckpoints
+from workers.group import ActorGroup, ReplicaLostError
+from workers.runtime import ensure_ray
 
 log = logging.getLogger(__name__)
 
 SHARED_CHUNK = 8  # shared steps per call to the replicas: few round trips, frequent progress
 DERIVE_CHUNK = 4  # derive candidates per replica per call
-SETTLE_SECONDS = 30.0  # after one replica fails, how long the others get to fail too
 
 
 class SearchCancelledError(SegnasError):
     """The search was asked to stop."""
-
-
-class ReplicaLostError(SegnasError):
-    """A replica (or the controller) died: the group must be rebuilt from a checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -154,20 +141,17 @@ class SearchDriver:
         self.on_progress = on_progress
         self.should_stop = should_stop
         self.max_recoveries = max_recoveries
-        self._replicas: list[Any] = []
-        self._controller: Any = None
-        self._placement: Any = None  # the replicas' reserved resources (workers.placement)
-        self._sizes: ChildSizes | None = None  # every sample row's parameter count
+        self._group: ActorGroup | None = None  # the actors, while a group runs
 
     @property
     def replicas(self) -> list[Any]:
         """The replica actors of the current group (empty when none runs)."""
-        return list(self._replicas)
+        return [] if self._group is None else list(self._group.replicas)
 
     @property
     def controller(self) -> Any:
         """The controller actor of the current group (None when none runs)."""
-        return self._controller
+        return None if self._group is None else self._group.controller
 
     # entry point
 
@@ -181,10 +165,11 @@ class SearchDriver:
         """
         self.search_id = search_id
         fence = self.fence
+        self._checkpoints = SearchCheckpoints(self.store, search_id, self.checkpoint_dir, fence)
         self.store.mark_running(search_id, fence=fence)
         try:
             ensure_ray()
-            self._check_checkpoint_dir()
+            self._checkpoints.check_writable()
             outcome = self._run_with_recovery()
         except LeaseLostError:
             log.warning("search %s: lease lost; stopping without another write", search_id)
@@ -205,7 +190,7 @@ class SearchDriver:
         finally:
             self._teardown()
         if not self.spec.checkpoints.keep_after_success:
-            self._forget_state()  # a search that succeeded is never resumed
+            self._checkpoints.forget()  # a search that succeeded is never resumed
         self.store.mark_finished(search_id, "succeeded", fence=fence)
         return outcome.model_copy(update={"status": "succeeded"})
 
@@ -226,153 +211,38 @@ class SearchDriver:
 
     # group
 
-    def _check_resources(self) -> None:
-        """Refuse a group this Ray can never place (a GPU search on a CPU machine would wait
-        forever). A cluster may grow (autoscaling), so only a local Ray is held to its size."""
-        res = self.spec.resources
-        if ray_is_remote():
-            return
-        have = ray.cluster_resources()
-        for name, each, hint in (
-            ("GPU", res.gpus_per_replica, "set resources.gpus_per_replica=0 to use the CPU"),
-            ("CPU", res.cpus_per_replica, "lower resources.cpus_per_replica or --replicas"),
-        ):
-            need = each * res.replicas
-            if need > have.get(name, 0):
-                raise ConfigError(
-                    f"the search asks for {need:g} {name}s ({res.replicas} replicas x {each:g}), "
-                    f"this machine has {have.get(name, 0):g}: {hint}"
-                )
-
-    def _check_checkpoint_dir(self) -> None:
-        folder = self.checkpoint_dir / self.search_id
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".writable"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise ConfigError(
-                f"cannot write checkpoints to {str(folder)!r}: {e.strerror}; "
-                "choose another --checkpoint-dir"
-            ) from None
-
     def _start_group(self) -> tuple[int, _Best]:
-        spec, res = self.spec, self.spec.resources
-        self._check_resources()
-        self._placement = reserve_replicas(res)
-        state_path = self.checkpoint_dir / self.search_id / "controller.pt"
-        num_choices = len(spec.space.cells)
-        self._controller = ControllerActor.remote(
-            spec.space.layers, num_choices, spec.controller_config(), str(state_path)
-        )
-        spec_dict = spec.model_dump(mode="json")
-        threads = max(1, math.floor(res.cpus_per_replica))
-        self._replicas = [
-            ReplicaActor.options(
-                num_cpus=res.cpus_per_replica,
-                num_gpus=res.gpus_per_replica,
-                scheduling_strategy=in_bundle(self._placement, rank),
-            ).remote(spec_dict, rank=rank, world_size=res.replicas, threads=threads)
-            for rank in range(res.replicas)
-        ]
-        address, port = self._gather([self._replicas[0].address.remote()])[0]
-        self._gather([r.join_group.remote(address, port) for r in self._replicas])
-        self.info = self._gather([self._replicas[0].describe.remote()])[0]
-        self._sizes = ChildSizes(
-            self.spec.space.build(
-                num_classes=self.info["num_classes"], in_channels=self.info["in_channels"]
-            )
-        )
-        self._incarnation = self._gather([self._controller.incarnation.remote()])[0]
-
-        checkpoint, payload = self._readable_checkpoint()
+        """Start a group and bring it to where the search stands: the newest readable
+        checkpoint's state (the rows after it rewound), or a fresh start."""
+        self._group = ActorGroup.start(self.spec, str(self._checkpoints.controller_state))
+        group = self._group
+        checkpoint, payload = self._checkpoints.newest_readable()
         if checkpoint is None:
-            self._gather([self._controller.reset.remote()])
+            group.gather([group.controller.reset.remote()])
             self.store.rewind(self.search_id, -1, fence=self.fence)
             return 0, _Best()
         weights = ray.put(payload["weights"])
         rngs = payload["rng"]
-        self._gather(
+        group.gather(
             [
                 r.load_state.remote(weights, rngs[rank] if rank < len(rngs) else rngs[0])
-                for rank, r in enumerate(self._replicas)
+                for rank, r in enumerate(group.replicas)
             ]
         )
-        self._gather([self._controller.load_state_dict.remote(payload["controller"])])
+        group.gather([group.controller.load_state_dict.remote(payload["controller"])])
         self.store.rewind(self.search_id, checkpoint.epoch, fence=self.fence)
         best = _Best(payload["best"]["reward"], _tuple_or_none(payload["best"]["arch"]))
         return checkpoint.epoch + 1, best
 
-    def _readable_checkpoint(self) -> tuple[CheckpointRecord | None, dict[str, Any]]:
-        """The newest checkpoint whose file reads; a torn or lost newer one is forgotten, so
-        the search goes on from the one before instead of never resuming."""
-        for checkpoint in self.store.checkpoints(self.search_id)[::-1]:
-            try:
-                return checkpoint, load_checkpoint(checkpoint.path)
-            except ConfigError as e:
-                log.warning("%s; falling back to the checkpoint before it", e)
-                self.store.rewind(self.search_id, checkpoint.epoch - 1, fence=self.fence)
-        return None, {}
-
-    def _check_controller(self) -> None:
-        """A controller that Ray restarted has reloaded its last update but lost what came
-        after (an open batch, draws since): treat it like a lost replica."""
-        if self._gather([self._controller.incarnation.remote()])[0] != self._incarnation:
-            raise ReplicaLostError("the controller actor was restarted")
-
     def _teardown(self) -> None:
-        for actor in [*self._replicas, self._controller]:
-            if actor is not None:
-                ray.kill(actor, no_restart=True)
-        self._replicas, self._controller = [], None
-        release(self._placement)
-        self._placement = None
-
-    def _gather(self, refs: list[Any]) -> list[Any]:
-        """``ray.get`` that turns a dead actor anywhere in ``refs`` into ``ReplicaLostError``.
-
-        When one replica dies, its peers fail too, inside a collective; which error arrives
-        first is a race. So on the first error, the rest get a moment to settle, and a dead
-        actor among them (not the peers' follow-up errors) decides what happened.
-        """
-        try:
-            return ray.get(refs)
-        except (RayActorError, RayTaskError) as first:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=SETTLE_SECONDS)
-            errors: list[BaseException] = [first]
-            for ref in ready:
-                try:
-                    ray.get(ref)
-                except (RayActorError, RayTaskError) as e:
-                    errors.append(e)
-            for e in errors:
-                if is_memory_error(e):  # it would run out again: not a loss to recover from
-                    what = f"a replica ran out of memory ({_cause_line(e)[:300]})"
-                    raise SearchFaultError(memory_failure(self.spec, what)) from None
-            for e in errors:
-                if isinstance(e, RayActorError) and e.actor_init_failed:
-                    # Users' mistakes are raised by the replica's first call, not its
-                    # constructor: an actor that cannot start at all will not start next
-                    # time either.
-                    raise SearchFaultError(f"an actor could not start: {_cause_line(e)}") from None
-            for e in errors:
-                if isinstance(e, RayActorError):
-                    raise ReplicaLostError(f"an actor died: {_cause_line(e)}") from e
-            cause = getattr(first, "cause", None)
-            if isinstance(cause, RewardError):
-                # Only a restarted controller forgets the batch it handed out.
-                raise ReplicaLostError(f"the controller lost its batch: {cause}") from None
-            if _is_collective_failure(cause):
-                # A peer's node may take longer than the settle time to be declared dead.
-                raise ReplicaLostError(f"a collective failed: {_cause_line(first)}") from None
-            if isinstance(cause, SegnasError):
-                raise cause from None  # the user's mistake, in its own words
-            raise first.as_instanceof_cause() from None
+        if self._group is not None:
+            self._group.teardown()
+            self._group = None
 
     # the loop
 
     def _search(self, start_epoch: int, best: _Best, recoveries: int) -> SearchOutcome:
+        group = self._group
         spec = self.spec
         samples = self.store.count_samples(self.search_id)
         self._position = SearchProgress(
@@ -386,7 +256,7 @@ class SearchDriver:
             best_reward=best.reward,
             best_arch=best.arch,
         )
-        steps = self.info["steps_per_epoch"]
+        steps = group.info["steps_per_epoch"]
         self._report(epoch=start_epoch, phase="shared", step=0, steps=steps, best=best)
         for epoch in range(start_epoch, spec.epochs):
             started = time.perf_counter()
@@ -397,7 +267,7 @@ class SearchDriver:
                 EpochRecord(
                     epoch=epoch,
                     train_loss=loss,
-                    shared_steps=self.info["steps_per_epoch"],
+                    shared_steps=group.info["steps_per_epoch"],
                     lr=lr,
                     controller_entropy=stats.get("entropy"),
                     mean_reward=stats.get("mean_reward"),
@@ -429,37 +299,39 @@ class SearchDriver:
         )
 
     def _shared_phase(self, epoch: int) -> tuple[float, float]:
-        steps = self.info["steps_per_epoch"]
-        archs = self._gather([self._controller.sample.remote(steps)])[0]
+        group = self._group
+        steps = group.info["steps_per_epoch"]
+        archs = group.gather([group.controller.sample.remote(steps)])[0]
         losses: list[float] = []
         for first in range(0, steps, SHARED_CHUNK):
             self._check_stop()
             chunk = archs[first : first + SHARED_CHUNK]
-            results = self._gather(
-                [r.train_steps.remote(epoch, first, chunk) for r in self._replicas]
+            results = group.gather(
+                [r.train_steps.remote(epoch, first, chunk) for r in group.replicas]
             )
             losses.extend(results[0])
             self._report(epoch=epoch, phase="shared", step=first + len(chunk), steps=steps)
-        lr = self._gather([self._replicas[0].lr.remote()])[0]
+        lr = group.gather([group.replicas[0].lr.remote()])[0]
         return math.fsum(losses) / len(losses), lr
 
     def _controller_phase(self, epoch: int, best: _Best) -> dict[str, float]:
+        group = self._group
         spec, phase = self.spec, self.spec.controller_phase
         rewards: list[float] = []
         last: dict[str, float] = {}
         for step in range(phase.steps):
             self._check_stop()
-            self._check_controller()
-            batch = self._gather([self._controller.sample_batch.remote()])[0]
+            group.check_controller()
+            batch = group.gather([group.controller.sample_batch.remote()])[0]
             size = len(batch.samples)
             # Common random numbers: the whole batch is scored on one validation minibatch,
             # drawn afresh for every controller step, so the rewards the update compares
             # differ by architecture, not by the images each one happened to get.
             minibatch = epoch * phase.steps + step
             # Round-robin over the replicas; each reply is reported as soon as it arrives.
-            parts = [list(range(r, size, len(self._replicas))) for r in range(len(self._replicas))]
+            parts = [list(range(r, size, len(group.replicas))) for r in range(len(group.replicas))]
             pending = {}
-            for replica, part in zip(self._replicas, parts, strict=True):
+            for replica, part in zip(group.replicas, parts, strict=True):
                 if part:
                     archs = [batch.samples[i].arch for i in part]
                     pending[replica.score_minibatch.remote(archs, minibatch, phase.batch_size)] = (
@@ -469,11 +341,11 @@ class SearchDriver:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 part = pending.pop(ready[0])
-                scored = self._gather(ready)[0]
+                scored = group.gather(ready)[0]
                 for i, m in zip(part, scored, strict=True):
                     metrics[i] = m
                 report = {batch.samples[i].sample_id: metrics[i][spec.reward] for i in part}
-                update = self._gather([self._controller.report.remote(batch.version, report)])[0]
+                update = group.gather([group.controller.report.remote(batch.version, report)])[0]
                 if update is not None:
                     last = {
                         "entropy": update.mean_entropy,
@@ -497,36 +369,37 @@ class SearchDriver:
         return last
 
     def _derive_phase(self, best: _Best) -> ResultRecord:
+        group = self._group
         spec, derive = self.spec, self.spec.derive
         self._check_stop()
         archs: list[tuple[int, ...]] = []
         if derive.samples:
             archs += [
-                tuple(a) for a in self._gather([self._controller.sample.remote(derive.samples)])[0]
+                tuple(a) for a in group.gather([group.controller.sample.remote(derive.samples)])[0]
             ]
         if derive.greedy:
-            greedy = self._gather([self._controller.greedy.remote()])[0]
+            greedy = group.gather([group.controller.greedy.remote()])[0]
             if greedy is not None:  # a uniform sampler has no most likely architecture
                 archs.append(tuple(greedy))
-        version = self._gather([self._controller.version.remote()])[0]
+        version = group.gather([group.controller.version.remote()])[0]
         self._report(epoch=spec.epochs, phase="derive", step=0, steps=len(archs))
-        self._check_controller()
+        group.check_controller()
         # Each distinct architecture is scored once, on the replica its turn falls to, one
         # small chunk per replica at a time: progress and cancellation between chunks.
         unique = list(dict.fromkeys(archs))
-        n = len(self._replicas)
+        n = len(group.replicas)
         chunk = n * DERIVE_CHUNK
         scored: dict[tuple[int, ...], dict[str, float]] = {}
         for first in range(0, len(unique), chunk):
             self._check_stop()
             part = unique[first : first + chunk]
             refs = [
-                self._replicas[r].score_split.remote(
+                group.replicas[r].score_split.remote(
                     part[r::n], spec.controller_phase.batch_size, derive.max_batches
                 )
                 for r in range(n)
             ]
-            for r, metrics in enumerate(self._gather(refs)):
+            for r, metrics in enumerate(group.gather(refs)):
                 scored.update(zip(part[r::n], metrics, strict=True))
             done = sum(1 for a in archs if a in scored)
             self._report(epoch=spec.epochs, phase="derive", step=done, steps=len(archs))
@@ -559,52 +432,19 @@ class SearchDriver:
         return result
 
     def _checkpoint(self, epoch: int, best: _Best) -> None:
-        states = self._gather([r.state.remote() for r in self._replicas])
-        controller = self._gather([self._controller.state_dict.remote()])[0]
-        weights = {k: v for k, v in states[0].items() if k != "rng"}
-        path = checkpoint_path(self.checkpoint_dir, self.search_id, epoch)
-        if self.fence is not None:
-            # A file of each lease's own: a driver still saving after it lost its lease never
-            # replaces the file that the new driver's row names.
-            path = path.with_name(f"{path.stem}-attempt{self.fence.attempt}{path.suffix}")
-        size = save_checkpoint(
-            path,
-            {
-                "search_id": self.search_id,
-                "epoch": epoch,
-                "spec": self.spec.model_dump(mode="json"),
-                "weights": weights,
-                "rng": [s["rng"] for s in states],
-                "controller": controller,
-                "best": {
-                    "reward": best.reward,
-                    "arch": None if best.arch is None else list(best.arch),
-                },
-            },
-        )
-        self.store.add_checkpoint(
-            self.search_id,
-            CheckpointRecord(epoch=epoch, path=str(path.resolve()), bytes=size),
-            fence=self.fence,
-        )
-        self._prune_checkpoints(self.spec.checkpoints.keep)
-
-    def _forget_state(self) -> None:
-        """Every checkpoint of the search and the controller's restart state, and their
-        folder once it is empty."""
-        self._prune_checkpoints(0)
-        folder = self.checkpoint_dir / self.search_id
-        (folder / "controller.pt").unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty (a file of the user's), or gone
-            folder.rmdir()
-
-    def _prune_checkpoints(self, keep: int) -> None:
-        """Keep the newest ``keep`` checkpoints: rows first (fenced), then their files."""
-        for old in self.store.prune_checkpoints(self.search_id, keep=keep, fence=self.fence):
-            try:
-                Path(old).unlink(missing_ok=True)
-            except OSError as e:
-                log.warning("could not delete checkpoint %s: %s", old, e.strerror)
+        group = self._group
+        states = group.gather([r.state.remote() for r in group.replicas])
+        controller = group.gather([group.controller.state_dict.remote()])[0]
+        payload = {
+            "search_id": self.search_id,
+            "epoch": epoch,
+            "spec": self.spec.model_dump(mode="json"),
+            "weights": {k: v for k, v in states[0].items() if k != "rng"},
+            "rng": [s["rng"] for s in states],
+            "controller": controller,
+            "best": {"reward": best.reward, "arch": None if best.arch is None else list(best.arch)},
+        }
+        self._checkpoints.save(epoch, payload, keep=self.spec.checkpoints.keep)
 
     # progress and cancellation
 
@@ -618,7 +458,8 @@ class SearchDriver:
         metrics: dict[str, float],
         version: int,
     ) -> SampleRecord:
-        assert self._sizes is not None, "the replicas describe the space before any sample"
+        sizes = self._group.sizes
+        assert sizes is not None, "the replicas describe the space before any sample"
         return SampleRecord(
             phase=phase,
             epoch=epoch,
@@ -627,7 +468,7 @@ class SearchDriver:
             arch=list(arch),
             reward=metrics[self.spec.reward],
             policy_version=version,
-            params=self._sizes.params(arch),
+            params=sizes.params(arch),
             **{k: metrics[k] for k in METRIC_NAMES},
         )
 
@@ -666,22 +507,6 @@ def _fmt(value: float | None) -> str:
 
 def _tuple_or_none(arch: Sequence[int] | None) -> tuple[int, ...] | None:
     return None if arch is None else tuple(arch)
-
-
-def _is_collective_failure(error: BaseException | None) -> bool:
-    """An error raised inside a torch.distributed collective because a peer went away."""
-    if isinstance(error, dist.DistError):
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and any(
-        word in text for word in ("gloo", "nccl", "connection closed", "connection reset")
-    )
-
-
-def _cause_line(error: BaseException) -> str:
-    """The last line of a Ray error's text: the original ``Type: message``."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 def one_line_error(error: BaseException) -> str:
