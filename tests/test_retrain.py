@@ -17,7 +17,8 @@ from ray import tune
 
 from errors import ConfigError
 from searchspec.spec import load_search_spec
-from workers.retrain import RetrainJob, RetrainSettings, Target, random_archs, retrain
+from workers.retrain import retrain
+from workers.retrain_jobs import RetrainJob, RetrainSettings, Target, random_archs
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 

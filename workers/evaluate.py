@@ -53,7 +53,8 @@ from storage.searches import SearchStore
 from supernet.space import SearchSpace
 from workers.driver import one_line_error
 from workers.entry import run_search
-from workers.retrain import RetrainJob, RetrainSettings, Target, random_archs, retrain
+from workers.retrain import retrain
+from workers.retrain_jobs import RetrainJob, RetrainSettings, Target, random_archs
 from workers.runtime import ensure_ray
 
 log = logging.getLogger(__name__)

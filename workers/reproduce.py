@@ -28,19 +28,16 @@ from searchspec.spec import RewardName, SearchSpec
 from storage.engine import data_dir
 from storage.searches import SearchStore
 from workers.entry import open_store, run_search
-from workers.retrain import (
+from workers.retrain import quiet_tune, retrain, save_records, tune_storage
+from workers.retrain_jobs import (
     RetrainJob,
     RetrainSettings,
     Target,
     merge_jobs,
-    quiet_trial,
-    quiet_tune,
     random_archs,
-    retrain,
-    save_records,
     search_jobs,
-    tune_storage,
 )
+from workers.retrain_trial import quiet_trial
 from workers.runtime import ensure_ray
 
 REWARDS: tuple[RewardName, ...] = ("accuracy", "miou", "miou_plus")

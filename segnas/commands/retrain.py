@@ -48,7 +48,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
-    from workers.retrain import RetrainSettings
+    from workers.retrain_jobs import RetrainSettings
 
     return RetrainSettings(
         epochs=args.epochs,
@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     from storage.retrains import RetrainStore
     from workers.entry import open_store
-    from workers.retrain import merge_jobs, retrain, save_records, search_jobs
+    from workers.retrain import retrain, save_records
+    from workers.retrain_jobs import merge_jobs, search_jobs
 
     store = open_store(args.db)
     try:
