@@ -55,13 +55,16 @@ GOALS_MS = {
 }
 
 
-def build_search(url: str, epochs: int, steps: int, batch: int, derive: int) -> str:
-    """The search's rows, an epoch per write (as fast as the store takes them)."""
+def build_search(
+    url: str, epochs: int, steps: int, batch: int, derive: int, spec: dict | None = None
+) -> str:
+    """The search's rows, an epoch per write (as fast as the store takes them); ``spec`` is
+    the row's spec (default: a name and the epochs)."""
     from tqdm import tqdm
 
     store = SearchStore(url)
     try:
-        search_id = store.create({"name": "paper-scale", "epochs": epochs}).id
+        search_id = store.create(spec or {"name": "paper-scale", "epochs": epochs}).id
         for epoch in tqdm(range(epochs), desc="building", unit="epoch"):
             rows = [
                 SampleRecord(
