@@ -32,7 +32,6 @@ from service.quotas import QuotaExceededError, check_active, count_submission
 from service.schemas import (
     CROSS_SITE,
     VALIDATION_ERROR,
-    ArchitectureOut,
     ArchitecturePage,
     CellDistribution,
     EpochCells,
@@ -317,14 +316,13 @@ async def list_architectures(
             layer=layer, layers=layers, fold=fold,
         )  # fmt: skip
         rows = store.sample_page(search_id, after=cursor, limit=limit + 1, query=query)
-        items = [
-            ArchitectureOut.model_validate({**r.model_dump(), "count": n}) for r, n in rows[:limit]
-        ]
         following = None
         if len(rows) > limit:
-            following = encode_sample_cursor(sort, *cursor_of(rows[limit - 1][0], sort))
-        # Built and serialised here, off the event loop (a page may hold 1,000 rows).
-        return ArchitecturePage(items=items, next=following).model_dump_json().encode()
+            following = encode_sample_cursor(sort, *cursor_of(rows[limit - 1], sort))
+        # Validated once as a page, then serialised, here: off the event loop (a page may
+        # hold 1,000 rows).
+        page = ArchitecturePage.model_validate({"items": rows[:limit], "next": following})
+        return page.model_dump_json().encode()
 
     return Response(await blocking(request, read), media_type="application/json")
 

@@ -7,7 +7,8 @@ however deep it is and rows stored meanwhile neither repeat nor vanish.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import ColumnElement, Select, Text, and_, cast, false, func, literal, or_, select
@@ -69,21 +70,21 @@ SampleCursor = tuple[float, int]
 def sample_page_statement(
     search_id: str, query: SampleQuery, after: SampleCursor | None, limit: int
 ) -> Select:
-    """Rows of the samples' columns and ``n`` for one page, ``n`` being 1 unless
+    """Rows of the samples' columns and ``count`` for one page, ``count`` being 1 unless
     ``query.fold``."""
     conditions = [Sample.search_id == search_id, *_filters(query)]
     if query.sort == "params":
         conditions.append(Sample.params.is_not(None))
     if query.fold:
         groups = (
-            select(func.min(Sample.id).label("first"), func.count().label("n"))
+            select(func.min(Sample.id).label("first"), func.count().label("count"))
             .where(*conditions)
             .group_by(cast(Sample.arch, Text))
             .subquery()
         )
-        statement = select(*_COLUMNS, groups.c.n).join(groups, Sample.id == groups.c.first)
+        statement = select(*_COLUMNS, groups.c["count"]).join(groups, Sample.id == groups.c.first)
     else:
-        statement = select(*_COLUMNS, literal(1).label("n")).where(*conditions)
+        statement = select(*_COLUMNS, literal(1).label("count")).where(*conditions)
     column = getattr(Sample, query.sort)
     if after is not None:
         statement = statement.where(_after(column, after, query))
@@ -94,9 +95,9 @@ def sample_page_statement(
     return statement.order_by(*order).limit(limit)
 
 
-def cursor_of(sample: Sample | BaseModel, sort: str) -> SampleCursor:
-    """The cursor that starts the page after ``sample``."""
-    return float(getattr(sample, sort)), int(sample.id)  # type: ignore[attr-defined]
+def cursor_of(row: Mapping[str, Any], sort: str) -> SampleCursor:
+    """The cursor that starts the page after ``row`` (a row of ``SearchStore.sample_page``)."""
+    return float(row[sort]), int(row["id"])
 
 
 def _filters(query: SampleQuery) -> list[ColumnElement[bool]]:
