@@ -13,7 +13,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, tuple_
@@ -45,6 +45,7 @@ class Curve(BaseModel):
     points: list[CurvePoint]
     downsampled: bool
     steps: int  # the search's controller steps in all
+    samples: int  # and their samples: with ``steps``, what tells whether the curve changed
 
 
 def add_step_rewards(session: Session, search_id: str, rows: Iterable[Any]) -> None:
@@ -79,24 +80,28 @@ def add_step_rewards(session: Session, search_id: str, rows: Iterable[Any]) -> N
     session.execute(statement)
 
 
-class CurveCache:
-    """The latest whole curves read, by search, size, and the search's step and sample
-    counts: a curve that has not changed (every finished search's, and a running one's between
-    two steps) is built once, however many clients read it. Thread-safe; ``size`` at most."""
+T = TypeVar("T")
+
+
+class CurveCache(Generic[T]):
+    """The latest whole curves read (or the answers made of them), by search, size, and the
+    search's step and sample counts: a curve that has not changed (every finished search's,
+    and a running one's between two steps) is built once, however many clients read it.
+    Thread-safe; ``size`` at most."""
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._curves: OrderedDict[tuple[Any, ...], Curve] = OrderedDict()
+        self._curves: OrderedDict[tuple[Any, ...], T] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...]) -> Curve | None:
+    def get(self, key: tuple[Any, ...]) -> T | None:
         with self._lock:
             curve = self._curves.get(key)
             if curve is not None:
                 self._curves.move_to_end(key)
             return curve
 
-    def put(self, key: tuple[Any, ...], curve: Curve) -> None:
+    def put(self, key: tuple[Any, ...], curve: T) -> None:
         with self._lock:
             self._curves[key] = curve
             self._curves.move_to_end(key)
@@ -110,7 +115,7 @@ def read_curve(
     *,
     after: tuple[int, int] | None = None,
     max_points: int | None = None,
-    cache: CurveCache | None = None,
+    cache: CurveCache[Curve] | None = None,
 ) -> Curve:
     """The search's curve, from the step after ``after`` on (None: from the start), in at
     most ``max_points`` points (None: one per step); a whole curve from ``cache`` when the
@@ -121,15 +126,15 @@ def read_curve(
     total, samples = session.execute(
         select(func.count(), func.sum(RewardStep.samples)).where(mine)
     ).one()
-    total = total or 0
+    total, samples = total or 0, int(samples or 0)
     cache_key = (search_id, max_points, total, samples)
     if after is None and cache is not None:
         cached = cache.get(cache_key)
         if cached is None:
-            cached = _read_steps(session, search_id, None, max_points, total)
+            cached = _read_steps(session, search_id, None, max_points, total, samples)
             cache.put(cache_key, cached)
         return cached
-    return _read_steps(session, search_id, after, max_points, total)
+    return _read_steps(session, search_id, after, max_points, total, samples)
 
 
 def _read_steps(
@@ -138,8 +143,10 @@ def _read_steps(
     after: tuple[int, int] | None,
     max_points: int | None,
     total: int,
+    samples: int,
 ) -> Curve:
-    """``read_curve`` past its cache: ``total`` is the search's step count, already read."""
+    """``read_curve`` past its cache: ``total`` and ``samples`` are the search's step and
+    sample counts, already read."""
     mine = RewardStep.search_id == search_id
     key = tuple_(RewardStep.epoch, RewardStep.step)
     query = (
@@ -163,17 +170,18 @@ def _read_steps(
         best = -math.inf if best_before is None else best_before
     rows = session.execute(query).all()  # plain tuples: a 310k-sample search has 15,500 steps
     if max_points is not None and len(rows) > max_points:
-        return Curve(points=_buckets(rows, first, best, max_points), downsampled=True, steps=total)
+        points = _buckets(rows, first, best, max_points)
+        return Curve(points=points, downsampled=True, steps=total, samples=samples)
     points = []
-    for i, (epoch, step, samples, reward_sum, max_reward) in enumerate(rows):
+    for i, (epoch, step, count, reward_sum, max_reward) in enumerate(rows):
         best = max(best, max_reward)
         points.append(
             CurvePoint(
-                index=first + i, epoch=epoch, step=step, samples=samples,
-                mean_reward=reward_sum / samples, max_reward=max_reward, best_so_far=best,
+                index=first + i, epoch=epoch, step=step, samples=count,
+                mean_reward=reward_sum / count, max_reward=max_reward, best_so_far=best,
             )
         )  # fmt: skip
-    return Curve(points=points, downsampled=False, steps=total)
+    return Curve(points=points, downsampled=False, steps=total, samples=samples)
 
 
 def _buckets(rows: Sequence[Any], first: int, best: float, max_points: int) -> list[CurvePoint]:

@@ -177,7 +177,7 @@ class SearchStore:
         # trip (no BEGIN, no COMMIT). Same pool as the engine.
         self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._local_admin_id: int | None = None
-        self._curves = CurveCache()  # GET /rewards: an unchanged curve is built once
+        self._curves: CurveCache[Curve] = CurveCache()  # an unchanged curve is built once
 
     def close(self) -> None:
         self.engine.dispose()

@@ -62,9 +62,13 @@ def test_a_long_curve_is_downsampled_to_buckets_that_keep_the_totals(api: TestCl
 
 def test_a_step_written_in_two_batches_adds_up(api: TestClient) -> None:
     search_id = submit(api)["id"]
+    url = f"/searches/{search_id}/rewards"
     store_of(api).add_samples(search_id, [sample(0, 0, 0, reward=0.2)])
+    first = api.get(url)
+    assert api.get(url).content == first.content  # unchanged: the same answer
+    # The same step again, with more samples: the answer made before is not the answer now.
     store_of(api).add_samples(search_id, [sample(0, 0, 1, reward=0.6), sample(0, 0, 2, reward=0.4)])
-    (point,) = api.get(f"/searches/{search_id}/rewards").json()["points"]
+    (point,) = api.get(url).json()["points"]
     assert point["samples"] == 3 and point["mean_reward"] == pytest.approx(0.4)
     assert point["max_reward"] == pytest.approx(0.6)
 
