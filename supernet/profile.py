@@ -40,20 +40,55 @@ def count_flops(module: nn.Module, input_size: tuple[int, int], in_channels: int
 
 
 class ChildSizes:
-    """Parameters of any child of ``space`` as a stand-alone network, without building it.
+    """Parameters and FLOPs of any child of ``space`` as a stand-alone network, without
+    building it.
 
     A child is its frame (stem, skip merges, head) and one cell per encoder and decoder layer
-    (decoder layer ``j`` mirrors encoder layer ``n - 1 - j``), so its size is the frame's plus
-    twice the sum of its cells'. Each cell kind is counted once here, from a real module, so
-    ``params(arch) == count_params(build_child(space, arch))`` for every ``arch``.
+    (decoder layer ``j`` mirrors encoder layer ``n - 1 - j`` at the same resolution), so its
+    size is the frame's plus twice the sum of its cells'. Each cell kind is counted once here,
+    from a real module (for FLOPs once per resolution its layers run at), so
+    ``params(arch) == count_params(build_child(space, arch))`` and, with ``input_size``,
+    ``flops(arch) == count_flops(build_child(space, arch), (input_size, input_size))`` for every
+    ``arch``.
+
+    Args:
+        space: the search space.
+        input_size: side of the square input the FLOPs are counted at (the data set's
+            ``size``); None: ``flops`` is not available.
     """
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, input_size: int | None = None) -> None:
         self.space = space
-        self.cell_params = [count_params(Cell(name, space.channels)) for name in space.cells]
+        self.input_size = input_size
+        cells = [Cell(name, space.channels) for name in space.cells]
+        self.cell_params = [count_params(cell) for cell in cells]
         first = build_child(space, [0] * space.layers)
         self.frame_params = count_params(first) - 2 * space.layers * self.cell_params[0]
+        if input_size is None:
+            return
+        # Encoder layer i runs at the resolution after the poolings of the reductions before
+        # it (each halves, rounding down), and its decoder mirror at the same one.
+        sides = [input_size]
+        for _ in space.reductions:
+            sides.append(sides[-1] // 2)
+        self._layer_level = [sum(r < i for r in space.reductions) for i in range(space.layers)]
+        # [cell][level]: one forward of each cell kind at each resolution.
+        self.cell_flops = [
+            [count_flops(cell, (side, side), space.channels) for side in sides] for cell in cells
+        ]
+        zeros = sum(self.cell_flops[0][level] for level in self._layer_level)
+        self.frame_flops = count_flops(first, (input_size, input_size), space.in_channels)
+        self.frame_flops -= 2 * zeros
 
     def params(self, arch: Iterable[int]) -> int:
         cells = self.space.check(arch)
         return self.frame_params + 2 * sum(self.cell_params[i] for i in cells)
+
+    def flops(self, arch: Iterable[int]) -> int:
+        """FLOPs of one forward pass of one image at ``input_size`` (``count_flops``)."""
+        if self.input_size is None:
+            raise ValueError("ChildSizes was made without an input_size: no FLOPs to count")
+        cells = self.space.check(arch)
+        return self.frame_flops + 2 * sum(
+            self.cell_flops[c][level] for c, level in zip(cells, self._layer_level, strict=True)
+        )

@@ -334,3 +334,20 @@ def test_child_sizes_count_every_architecture_as_building_it_does(skip_merge):
     sizes = ChildSizes(space)
     for arch in itertools.product(range(len(space.cells)), repeat=space.layers):  # all 36
         assert sizes.params(arch) == count_params(build_child(space, arch)), arch
+
+
+@pytest.mark.parametrize(("skip_merge", "size"), [("concat", 32), ("sum", 33)])
+def test_child_sizes_count_the_flops_of_every_architecture_as_a_forward_pass_does(
+    skip_merge, size
+):
+    # Two reductions, an odd side (pooling rounds down): every layer at its own resolution.
+    space = SearchSpace(layers=3, channels=6, num_classes=4, skip_merge=skip_merge)
+    sizes = ChildSizes(space, input_size=size)
+    for arch in itertools.product(range(len(space.cells)), repeat=space.layers):  # all 216
+        child = build_child(space, arch)
+        assert sizes.flops(arch) == count_flops(child, (size, size), space.in_channels), arch
+
+
+def test_child_sizes_without_an_input_size_say_there_are_no_flops():
+    with pytest.raises(ValueError, match="input_size"):
+        ChildSizes(SMALL).flops([0] * SMALL.layers)
