@@ -197,6 +197,11 @@ class ArchitectureOut(BaseModel):
     params: int | None = Field(
         None, description="parameters of the architecture as a stand-alone network"
     )
+    flops: int | None = Field(
+        None,
+        description="FLOPs of one forward pass of it on one image at the data set's size "
+        "(2 per multiply-add)",
+    )
     count: int = Field(
         1, description="samples this row stands for: 1, or with `fold` its architecture's"
     )

@@ -160,6 +160,8 @@ class Sample(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Parameters of the architecture as a stand-alone network (NULL: stored before 0007).
     params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Its FLOPs, one forward pass at the data set's size (NULL: stored before 0009).
+    flops: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RewardStep(Base):

@@ -16,7 +16,15 @@ from sqlalchemy import ColumnElement, Select, Text, and_, cast, false, func, lit
 from storage.models import Sample
 
 SampleSort = Literal[
-    "id", "reward", "accuracy", "mean_precision", "mean_recall", "miou", "miou_plus", "params"
+    "id",
+    "reward",
+    "accuracy",
+    "mean_precision",
+    "mean_recall",
+    "miou",
+    "miou_plus",
+    "params",
+    "flops",
 ]
 
 MAX_LAYER = 1023
@@ -32,7 +40,8 @@ class SampleQuery(BaseModel):
 
     Attributes:
         sort: the column the page is ordered by (ties broken by row id, in the same direction);
-            ``params`` leaves out the rows stored without a size (before migration 0007).
+            ``params`` and ``flops`` leave out the rows stored without them (before migrations
+            0007 and 0009).
         descending: largest first (for ``id``: newest first).
         phase, epoch: only samples of that phase, of that epoch (0-based, as stored).
         cell, layer: only architectures with cell index ``cell`` at layer ``layer`` (0-based);
@@ -73,8 +82,8 @@ def sample_page_statement(
     """Rows of the samples' columns and ``count`` for one page, ``count`` being 1 unless
     ``query.fold``."""
     conditions = [Sample.search_id == search_id, *_filters(query)]
-    if query.sort == "params":
-        conditions.append(Sample.params.is_not(None))
+    if query.sort in ("params", "flops"):
+        conditions.append(getattr(Sample, query.sort).is_not(None))
     if query.fold:
         groups = (
             select(func.min(Sample.id).label("first"), func.count().label("count"))

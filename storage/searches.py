@@ -112,6 +112,7 @@ class SampleRecord(_Record):
     miou_plus: float
     policy_version: int
     params: int | None = None  # the architecture's as a stand-alone network
+    flops: int | None = None  # and one forward pass of it at the data set's size
 
 
 class StoredSampleRecord(SampleRecord):

@@ -337,9 +337,7 @@ def test_child_sizes_count_every_architecture_as_building_it_does(skip_merge):
 
 
 @pytest.mark.parametrize(("skip_merge", "size"), [("concat", 32), ("sum", 33)])
-def test_child_sizes_count_the_flops_of_every_architecture_as_a_forward_pass_does(
-    skip_merge, size
-):
+def test_child_sizes_count_the_flops_of_every_architecture_as_a_forward_pass_does(skip_merge, size):
     # Two reductions, an odd side (pooling rounds down): every layer at its own resolution.
     space = SearchSpace(layers=3, channels=6, num_classes=4, skip_merge=skip_merge)
     sizes = ChildSizes(space, input_size=size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from test_api import all_pages, assert_problem, store_of, submit
 
@@ -114,7 +115,7 @@ def test_bad_sample_queries_are_422_naming_the_parameter(api: TestClient):
     search_id, _ = populated(api)
     url = f"/searches/{search_id}/architectures"
     for params, word in [
-        ({"sort": "flops"}, "sort"),
+        ({"sort": "latency"}, "sort"),
         ({"phase": "shared"}, "phase"),
         ({"epoch": -1}, "epoch"),
         ({"cell": -1}, "cell"),
@@ -128,15 +129,18 @@ def test_bad_sample_queries_are_422_naming_the_parameter(api: TestClient):
         assert_problem(api.get(url, params=params), 422, word)
 
 
-def test_params_come_with_each_sample_and_sort_leaves_out_rows_without(api: TestClient):
+@pytest.mark.parametrize("size", ["params", "flops"])
+def test_sizes_come_with_each_sample_and_sort_leaves_out_rows_without(
+    api: TestClient, size: str
+) -> None:
     search_id = submit(api)["id"]
     sized = [
-        scored(0, 0, i, [i, 0, 0], 0.5).model_copy(update={"params": p})
+        scored(0, 0, i, [i, 0, 0], 0.5).model_copy(update={size: p})
         for i, p in enumerate([3000, 1000, 2000])
     ]
     unsized = scored(0, 1, 0, [2, 2, 2], 0.5)  # a row stored before sizes were recorded
     store_of(api).add_samples(search_id, [*sized, unsized])
     url = f"/searches/{search_id}/architectures"
-    assert [i["params"] for i in api.get(url).json()["items"]] == [3000, 1000, 2000, None]
-    pages = all_pages(api, url, sort="params", order="desc", limit=2)
-    assert [i["params"] for p in pages for i in p] == [3000, 2000, 1000]
+    assert [i[size] for i in api.get(url).json()["items"]] == [3000, 1000, 2000, None]
+    pages = all_pages(api, url, sort=size, order="desc", limit=2)
+    assert [i[size] for p in pages for i in p] == [3000, 2000, 1000]

@@ -18,7 +18,7 @@ from searchspec.spec import SearchSpec, load_search_spec
 from storage.migrate import upgrade
 from storage.searches import SearchStore
 from supernet.network import build_child
-from supernet.profile import count_params
+from supernet.profile import count_flops, count_params
 from workers.driver import SearchCancelledError, SearchDriver, SearchOutcome, SearchProgress
 from workers.entry import run_search
 
@@ -84,7 +84,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "outcome": outcome,
             "search": store.get(outcome.search_id),
             "rows": rows(store, outcome.search_id),
-            "sizes": {(tuple(s.arch), s.params) for s in store.samples(outcome.search_id)},
+            "sizes": {(tuple(s.arch), s.params, s.flops) for s in store.samples(outcome.search_id)},
             "epochs": store.epochs(outcome.search_id),
             "result": store.result(outcome.search_id),
             "checkpoints": store.checkpoints(outcome.search_id),
@@ -117,11 +117,15 @@ def test_a_search_records_every_sample_epoch_checkpoint_and_its_result(reference
     assert ref["search"].best_arch == outcome.best_arch
     assert ref["search"].best_reward == outcome.best_reward
     assert ref["search"].progress["phase"] == "derive"
-    # Every row carries its architecture's size as a stand-alone network; the result too.
+    # Every row carries its architecture's size as a stand-alone network (its parameters, and
+    # its FLOPs at the data set's size); the result too.
     data = data_facts(spec.dataset)
     space = spec.space.build(num_classes=data.num_classes, in_channels=data.in_channels)
-    for arch, params in ref["sizes"]:
-        assert params == count_params(build_child(space, arch)), arch
+    side = (spec.dataset.size, spec.dataset.size)
+    for arch, params, flops in ref["sizes"]:
+        child = build_child(space, arch)
+        assert params == count_params(child), arch
+        assert flops == count_flops(child, side, space.in_channels), arch
     assert ref["result"].params == count_params(build_child(space, ref["result"].arch))
 
 

@@ -469,6 +469,7 @@ class SearchDriver:
             reward=metrics[self.spec.reward],
             policy_version=version,
             params=sizes.params(arch),
+            flops=sizes.flops(arch),
             **{k: metrics[k] for k in METRIC_NAMES},
         )
 

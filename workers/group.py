@@ -38,7 +38,7 @@ class ReplicaLostError(SegnasError):
 class ActorGroup:
     """A running group: ``replicas`` (rank order), ``controller``, and what replica 0 said of
     the data (``info``: steps per epoch, classes, input channels) and of its sizes (``sizes``:
-    every child architecture's parameter count)."""
+    every child architecture's parameters and FLOPs)."""
 
     def __init__(self, spec: SearchSpec) -> None:
         self.spec = spec
@@ -84,7 +84,8 @@ class ActorGroup:
         self.sizes = ChildSizes(
             spec.space.build(
                 num_classes=self.info["num_classes"], in_channels=self.info["in_channels"]
-            )
+            ),
+            input_size=spec.dataset.size,
         )
         self._incarnation = self.gather([self.controller.incarnation.remote()])[0]
 

@@ -196,7 +196,7 @@
     $("count-head").hidden = !folded;
     if (!items.length) {
       $("samples").replaceChildren(el("tr", { class: "empty" },
-        el("td", { colspan: 12 }, samplesLive() ? "No architecture scored yet." :
+        el("td", { colspan: 13 }, samplesLive() ? "No architecture scored yet." :
           "No sample matches.")));
       return;
     }
@@ -212,6 +212,10 @@
       if (folded) row.append(el("td", { class: "num", "data-count": "" }, a.count));
       row.append(el("td", { class: "num", "data-metric": "params" },
         Number.isFinite(a.params) ? a.params.toLocaleString() : "–"));
+      row.append(Number.isFinite(a.flops) ?
+        el("td", { class: "num", "data-metric": "flops", title: `${a.flops.toLocaleString()} FLOPs` },
+          (a.flops / 1e6).toFixed(1)) :
+        el("td", { class: "num", "data-metric": "flops" }, "–"));
       for (const key of ["reward", "accuracy", "mean_precision", "mean_recall", "miou",
         "miou_plus"]) {
         row.append(el("td", { class: "num", "data-metric": key }, formatNumber(a[key])));
