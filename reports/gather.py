@@ -12,7 +12,7 @@ from errors import ConfigError
 from reports.model import MetricsRow, Report, RetrainedArch, RewardPoint, SearchSummary
 from searchspec.spec import SearchSpec
 from storage.retrains import RetrainStore, StoredRetrainRecord
-from storage.searches import SearchStore
+from storage.searches import SampleRecord, SearchStore
 from supernet.space import default_reductions
 
 
@@ -41,7 +41,13 @@ def summarise_search(store: SearchStore, search_id: str) -> SearchSummary:
     if record.status != "succeeded":
         raise ConfigError(f"search {search_id} is {record.status}: report finished searches only")
     spec = SearchSpec.model_validate(record.spec)
-    retrained = [_retrained(r) for r in RetrainStore(store).list(search_id) if r.miou is not None]
+    derive = store.samples(search_id, phase="derive")
+    flops = {tuple(s.arch): s.flops for s in derive if s.flops is not None}
+    retrained = [
+        _retrained(r, flops.get(tuple(r.arch)))
+        for r in RetrainStore(store).list(search_id)
+        if r.miou is not None
+    ]
     best = next((r for r in retrained if r.source == "enas"), None)
     if best is None:
         raise ConfigError(
@@ -59,7 +65,7 @@ def summarise_search(store: SearchStore, search_id: str) -> SearchSummary:
         reductions=list(spec.space.reductions or default_reductions(spec.space.layers)),
         best=best,
         reward_curve=reward_curve(store, search_id),
-        cell_frequency=cell_frequency(store, search_id, spec),
+        cell_frequency=cell_frequency(derive, search_id, spec),
         retrained=retrained,
         seconds=seconds,
     )
@@ -70,10 +76,12 @@ def reward_curve(store: SearchStore, search_id: str) -> list[RewardPoint]:
     return [RewardPoint(**p.model_dump()) for p in store.reward_curve(search_id)]
 
 
-def cell_frequency(store: SearchStore, search_id: str, spec: SearchSpec) -> list[list[float]]:
+def cell_frequency(
+    derive: Sequence[SampleRecord], search_id: str, spec: SearchSpec
+) -> list[list[float]]:
     """Per layer, the share of the final policy's samples choosing each cell: the derive
-    phase's sampled architectures (its greedy pick, the last row, is not a sample)."""
-    derive = store.samples(search_id, phase="derive")
+    phase's sampled architectures (``derive``, its rows; its greedy pick, the last row, is not a
+    sample)."""
     sampled = [s for s in derive if s.index < spec.derive.samples] or derive
     layers, cells = spec.space.layers, len(spec.space.cells)
     if not sampled:
@@ -85,7 +93,7 @@ def cell_frequency(store: SearchStore, search_id: str, spec: SearchSpec) -> list
     return [[c / len(sampled) for c in row] for row in counts]
 
 
-def _retrained(record: StoredRetrainRecord) -> RetrainedArch:
+def _retrained(record: StoredRetrainRecord, flops: int | None) -> RetrainedArch:
     return RetrainedArch(
         arch=record.arch,
         params=record.params or 0,
@@ -98,4 +106,5 @@ def _retrained(record: StoredRetrainRecord) -> RetrainedArch:
         ),
         shared_score=record.shared_score,
         source=record.source,
+        flops=flops,
     )

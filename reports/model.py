@@ -82,6 +82,9 @@ class RetrainedArch(_Frozen):
             usually is not).
         source: ``enas`` for an architecture the controller found, ``random`` for a baseline
             drawn uniformly from the search space.
+        flops: FLOPs of one forward pass of it on one image at the data set's size, as the
+            search recorded them for its samples of it; None when it has none (a random
+            baseline, or a search stored before FLOPs were recorded).
     """
 
     arch: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
@@ -89,6 +92,7 @@ class RetrainedArch(_Frozen):
     test: MetricsRow
     shared_score: Finite | None = None
     source: Literal["enas", "random"]
+    flops: int | None = Field(None, ge=0)
 
     @property
     def arch_string(self) -> str:

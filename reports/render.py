@@ -157,6 +157,10 @@ def table_one(report: Report) -> str:
         lines.append(f"| {heading} | " + " | ".join(values) + " |")
     params = [f"{s.best.params / 1e6:.3f}" for s in report.searches]
     lines.append("| parameters (millions) | " + " | ".join(params) + " |")
+    if any(s.best.flops is not None for s in report.searches):
+        flops = ["n/a" if s.best.flops is None else f"{s.best.flops / 1e6:.1f}"
+                 for s in report.searches]  # fmt: skip
+        lines.append("| MFLOPs per image | " + " | ".join(flops) + " |")
     return "\n".join(lines)
 
 

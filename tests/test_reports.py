@@ -22,7 +22,7 @@ from reports import (
     write_report,
 )
 from reports.figures import architecture_png, reward_curve_png
-from reports.render import ReportFiles, file_stems, quality_sentence
+from reports.render import ReportFiles, file_stems, quality_sentence, table_one
 from supernet.space import CELL_NAMES, default_reductions
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -164,6 +164,25 @@ def test_table_one_has_the_five_rows_and_a_column_per_reward(written):
     assert by_row["mean recall"] == ["0.620", "0.630", "0.640"]
     assert by_row["parameters (millions)"] == ["0.012", "0.013", "0.014"]
     assert "fractions of 1" in markdown  # the caption says which format
+
+
+def test_table_one_gives_the_flops_the_searches_recorded_and_n_a_where_none():
+    report = make_report()
+    with_flops = report.searches[1].best.model_copy(update={"flops": 21_495_808})
+    searches = [
+        report.searches[0],
+        report.searches[1].model_copy(
+            update={
+                "best": with_flops,
+                "retrained": [with_flops, *report.searches[1].retrained[1:]],
+            }
+        ),
+        report.searches[2],
+    ]
+    table = table_one(report.model_copy(update={"searches": searches}))
+    last = [c.strip() for c in table.splitlines()[-1].strip("|").split("|")]
+    assert last == ["MFLOPs per image", "n/a", "21.5", "n/a"]
+    assert "MFLOPs per image" not in table_one(report)  # no search recorded any: no row
 
 
 def test_markdown_has_command_architectures_quality_and_figures(written):
