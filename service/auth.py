@@ -23,6 +23,7 @@ from service.pages import wants_html
 from service.schemas import Problem
 from storage.accounts import AccountStore, Principal
 from storage.searches import SearchNotFoundError, SearchRecord, SearchStore
+from supernet.fielddocs import described
 
 AuthMode = Literal["required", "off"]
 
@@ -104,8 +105,14 @@ def check_owner(user: Principal, owner_id: int, search_id: str) -> None:
         raise SearchNotFoundError(f"no search with id {search_id!r}")
 
 
+@described
 class Me(BaseModel):
-    """The signed-in user, and whether the server asks for tokens at all."""
+    """The signed-in user, and whether the server asks for tokens at all.
+
+    Attributes:
+        name: the account's name (with ``auth: off``, the local admin's: ``admin``).
+        admin: whether the account is an admin (sees every search, and the evaluations).
+    """
 
     name: str
     admin: bool

@@ -156,7 +156,14 @@ def _progress(record: SearchRecord) -> Progress | None:
     return Progress(**p, fraction=round(fraction, 4))
 
 
+@described
 class SearchPage(BaseModel):
+    """A page of searches.
+
+    Attributes:
+        items: the caller's searches (an admin's: everyone's), newest first.
+    """
+
     items: list[SearchOut]
     next: str | None = Field(description="cursor of the next page (`after=`); null at the end")
 
@@ -207,7 +214,16 @@ class ArchitectureOut(BaseModel):
     )
 
 
+@described
 class ArchitecturePage(BaseModel):
+    """A page of a search's scored architectures.
+
+    Attributes:
+        items: the architectures, in the order asked for (``sort``, ``order``).
+        next: the cursor of the next page (``after=``, with the same ``sort``); null at the
+            end.
+    """
+
     items: list[ArchitectureOut]
     next: str | None
 
@@ -262,8 +278,13 @@ class EpochCells(BaseModel):
     )
 
 
+@described
 class CellDistribution(BaseModel):
-    """What the policy learned: its choices per layer, epoch by epoch."""
+    """What the policy learned: its choices per layer, epoch by epoch.
+
+    Attributes:
+        epochs: the controller phase's epochs that have samples, in epoch order.
+    """
 
     cells: list[str] = Field(description="the space's cell names, by index")
     epochs: list[EpochCells]
@@ -331,7 +352,15 @@ class RetrainOut(BaseModel):
     created_at: datetime
 
 
+@described
 class RetrainList(BaseModel):
+    """A search's architectures retrained from scratch.
+
+    Attributes:
+        items: the enas ones by rank (0: the search's result), then the random baselines;
+            empty until ``segnas retrain`` has run.
+    """
+
     items: list[RetrainOut]
 
 
@@ -345,10 +374,17 @@ class DispatchersHealth(BaseModel):
     )
 
 
+@described
 class Health(BaseModel):
     """``ok``; ``unavailable`` when the database or Redis does not answer; ``degraded`` when
     searches are to be run by dispatchers (``SEGNAS_EXPECT_DISPATCHERS``) and none has a live
-    heartbeat: new searches would wait. Both are answered with 503."""
+    heartbeat: new searches would wait. Both are answered with 503.
+
+    Attributes:
+        status: ``ok``, ``degraded`` or ``unavailable`` (the last two answered with 503).
+        database: ``ok``, or ``unavailable`` when it does not answer a query.
+        redis: ``ok``, or ``Redis does not answer``.
+    """
 
     status: Literal["ok", "degraded", "unavailable"]
     database: str
@@ -358,8 +394,15 @@ class Health(BaseModel):
     )
 
 
+@described
 class Problem(BaseModel):
-    """Every error body: one line, plus the field errors of a 422."""
+    """Every error body: one line, plus the field errors of a 422.
+
+    Attributes:
+        detail: what is wrong, in one line.
+        errors: when a parameter or the body failed validation (422), each field's error:
+            ``loc`` (where the field is, as a list of strings) and ``msg``; absent otherwise.
+    """
 
     detail: str
     errors: list[dict[str, Any]] | None = None
@@ -368,8 +411,28 @@ class Problem(BaseModel):
 # /evaluations: the rows of `segnas evaluate` (and `segnas reproduce --seeds`), read-only.
 
 
+@described
 class EvaluationMethodOut(BaseModel):
-    """One method's picks (one per seed) and their retrained test metrics over the seeds."""
+    """One method's picks (one per seed) and their retrained test metrics over the seeds.
+
+    Attributes:
+        archs: its pick of every seed, in seed order (a cell index per encoder layer).
+        retrained: how many of the picks have retrained test metrics.
+        params: the mean parameter count of the retrained picks, rounded; null when none
+            has one.
+        test_accuracy_mean, test_mean_precision_mean, test_mean_recall_mean: the metric the
+            name says, on the test split, of the picks retrained from scratch (each pick's
+            mean over its training seeds; docs/metrics.md), mean over the seeds; null when
+            no pick is retrained.
+        test_miou_mean, test_miou_plus_mean: the metric the name says, on the test split, of
+            the picks retrained from scratch (each pick's mean over its training seeds;
+            docs/metrics.md), mean over the seeds; null when no pick is retrained.
+        test_accuracy_sd, test_mean_precision_sd, test_mean_recall_sd: the sample standard
+            deviation over the seeds of the metric the name says; null with fewer than two
+            retrained picks.
+        test_miou_sd, test_miou_plus_sd: the sample standard deviation over the seeds of the
+            metric the name says; null with fewer than two retrained picks.
+    """
 
     archs: list[list[int]]
     retrained: int
@@ -386,9 +449,28 @@ class EvaluationMethodOut(BaseModel):
     test_miou_plus_sd: float | None
 
 
+@described
 class EvaluationTau(BaseModel):
     """Per supernet: ``enas`` is the spec's reward's, ``uniform`` random_ws's; the other
-    rewards' supernets under their method's name (absent in older evaluations)."""
+    rewards' supernets under their method's name (absent in older evaluations).
+
+    The values sum up Kendall's tau between the uniformly drawn architectures' shared-weight
+    scores (validation split) and their retrained test scores, in the summary's ``metric``,
+    one tau per seed: its mean over the seeds in ``kendall_tau``, its standard deviation in
+    ``kendall_tau_sd``.
+
+    Attributes:
+        enas: the ENAS supernet of the spec's reward (of the evaluation's first reward if
+            it has no search with the spec's); null when no seed gave a tau (in
+            ``kendall_tau_sd``: fewer than two).
+        uniform: random_ws's supernet (its shared weights trained on uniformly drawn
+            architectures); null when no seed gave a tau (in ``kendall_tau_sd``:
+            fewer than two).
+        enas_accuracy, enas_miou, enas_miou_plus: the ENAS supernet of the reward the name
+            says, when it is not the one in ``enas``; null when it is, when the evaluation has
+            no search with that reward, or when no seed gave a tau (in ``kendall_tau_sd``:
+            fewer than two).
+    """
 
     enas: float | None
     uniform: float | None
@@ -397,8 +479,16 @@ class EvaluationTau(BaseModel):
     enas_miou_plus: float | None = None
 
 
+@described
 class EvaluationGroundTruth(BaseModel):
-    """How well two trainings of the same architectures agree (the ceiling for tau)."""
+    """How well two trainings of the same architectures agree (the ceiling for tau).
+
+    Attributes:
+        tau_per_pair: per pair of training seeds (``"0-1"``), Kendall's tau between the
+            rankings of the uniformly drawn architectures that the two give.
+        architectures: the uniformly drawn architectures with a test score from every
+            training seed (those ``within_sd`` and ``between_sd`` are computed over).
+    """
 
     tau: float | None = Field(description="Kendall tau between training seeds, mean over pairs")
     tau_per_pair: dict[str, float]
@@ -407,10 +497,33 @@ class EvaluationGroundTruth(BaseModel):
     architectures: int
 
 
+@described
 class EvaluationGoal(BaseModel):
     """The issue's goal: the best reward's pick beats random_ws and its own parameter-matched
     control by more than the larger of their standard deviations, and the ENAS supernet's
-    tau >= 0.6."""
+    tau >= 0.6.
+
+    All but ``met`` and ``reason`` are null when the goal could not be judged.
+
+    Attributes:
+        met: whether the goal is met (``beats_controls`` and ``tau_met``); false too when it
+            could not be judged.
+        reason: why it could not be judged (a method has no retrained architecture); null
+            when it was.
+        best_enas: the ENAS method whose picks have the best mean retrained test score in the
+            summary's ``metric``.
+        matched_control: its own parameter-matched control (``param_matched_<reward>``;
+            ``param_matched`` in evaluations without one).
+        margins: per control (``random_ws`` and ``matched_control``), ``best_enas``'s mean
+            test score minus the control's.
+        larger_sd: the larger of the two controls' standard deviations over the seeds (a
+            missing one counts as 0).
+        beats_controls: whether every margin is larger than ``larger_sd``.
+        tau_enas: the ENAS supernet's Kendall tau (``kendall_tau.enas``; null when it has
+            none).
+        tau_goal: the least tau the goal asks for (0.6).
+        tau_met: whether ``tau_enas`` is at least ``tau_goal``.
+    """
 
     met: bool
     reason: str | None = None
@@ -424,7 +537,26 @@ class EvaluationGoal(BaseModel):
     tau_met: bool | None = None
 
 
+@described
 class EvaluationSummaryOut(BaseModel):
+    """What an evaluation found: Table 1, Kendall's tau and the goal.
+
+    Attributes:
+        metric: the metric the rankings and the goal are judged on (the spec's reward).
+        seeds: the evaluation seeds summarised.
+        architectures_retrained: distinct architectures with retrained test metrics (the
+            picks and the uniformly drawn ones).
+        methods: per method (``enas_<reward>``, ``random_ws``, ``largest``,
+            ``param_matched``, ``param_matched_<reward>``): its picks and their retrained
+            test metrics.
+        kendall_tau: per supernet, Kendall's tau of its shared-weight ranking of the
+            uniformly drawn architectures against their retrained one, mean over the seeds.
+        kendall_tau_sd: the same taus' standard deviation over the seeds.
+        goal: whether the issue's goal is met, and by how much.
+        ground_truth: how well the training seeds agree with each other; null when the
+            summary has none (older evaluations).
+    """
+
     metric: str
     seeds: int
     architectures_retrained: int
@@ -438,7 +570,18 @@ class EvaluationSummaryOut(BaseModel):
     )
 
 
+@described
 class EvaluationSearchOut(BaseModel):
+    """One of an evaluation's searches.
+
+    Attributes:
+        seed: the evaluation seed it was run for (0-based).
+        method: ``enas_<reward>`` (an ENAS search with that reward) or ``random_ws`` (random
+            search with weight sharing).
+        search_id: the search's id (``/searches/{search_id}``).
+        page: the search's URL (its web page, asked for as HTML).
+    """
+
     slot: str = Field(description="SEED/METHOD")
     seed: int
     method: str
@@ -447,13 +590,44 @@ class EvaluationSearchOut(BaseModel):
     page: str
 
 
+@described
 class EvaluationProgress(BaseModel):
+    """How far an evaluation is.
+
+    Attributes:
+        searches_planned: the searches it runs: per seed, one per reward and one random_ws.
+        searches_finished: those of its searches so far that have ended (``succeeded``,
+            ``failed`` or ``cancelled``).
+        trainings_stored: retrainings stored so far, one per architecture and training seed
+            (failed ones included).
+    """
+
     searches_planned: int
     searches_finished: int
     trainings_stored: int
 
 
+@described
 class EvaluationOut(BaseModel):
+    """A search-phase evaluation (``segnas evaluate``).
+
+    Attributes:
+        id: its id (32 hex digits, a digest of the spec and the settings).
+        name: the spec's name.
+        status: ``running`` (since it was last started), or how its last run ended:
+            ``succeeded``, ``failed``.
+        created_at: when it was first started (UTC).
+        updated_at: when it last changed (UTC).
+        error: why it failed, one line (null unless failed).
+        settings: what ``segnas evaluate`` was asked to run (seeds, rewards, uniform
+            architectures, epochs, training seeds, ...).
+        progress: how far it is.
+        searches: the searches it has created so far, by ``slot`` (sorted as text).
+        summary: what it found, as of its last success; null before one, after a failure, or
+            when written by a version this server cannot read.
+        page: its web page (the same URL, asked for as HTML).
+    """
+
     id: str
     name: str | None
     status: Literal["running", "succeeded", "failed"]
@@ -467,7 +641,15 @@ class EvaluationOut(BaseModel):
     page: str
 
 
+@described
 class EvaluationList(BaseModel):
+    """The newest evaluations.
+
+    Attributes:
+        items: newest first (at most ``limit``); none for a user who is not an admin (the
+            evaluations are the local admin's).
+    """
+
     items: list[EvaluationOut]
 
 

@@ -38,7 +38,12 @@ class Preset(BaseModel):
 
 
 class PresetList(BaseModel):
-    items: list[Preset]
+    """The configs this server ships."""
+
+    items: list[Preset] = Field(
+        description=f"one per `configs/*.yaml`, by file name (at most {MAX_PRESETS}); empty "
+        "when the server has no configs folder"
+    )
 
 
 class YamlText(BaseModel):
