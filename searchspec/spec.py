@@ -209,6 +209,28 @@ class ResourcesSpec(_Section):
         return self
 
 
+class RewardCost(_Section):
+    """A size-aware reward, MnasNet's form: ``metric * (cost / target) ** weight``.
+
+    With a negative ``weight`` an architecture above ``target`` is rewarded less than its
+    metric and one below it more (``weight`` -0.07: twice the target costs 4.7 % of the reward).
+
+    Args:
+        cost: the size weighed: ``params`` (of the architecture as a stand-alone network) or
+            ``flops`` (of one forward pass of one image at the data set's size).
+        target: the size aimed at, in parameters or FLOPs.
+        weight: the exponent; negative to favour smaller networks.
+    """
+
+    cost: Literal["params", "flops"]
+    target: int = Field(ge=1, le=10**15)
+    weight: float = Field(-0.07, ge=-1.0, le=1.0)
+
+    def weigh(self, metric: float, size: int) -> float:
+        """The reward of an architecture of ``size`` whose metric is ``metric``."""
+        return metric * (size / self.target) ** self.weight
+
+
 class SearchSpec(_Section):
     """One ENAS search.
 
@@ -218,7 +240,11 @@ class SearchSpec(_Section):
             controller.
         epochs: ENAS epochs (shared phase + controller phase each).
         reward: the metric that rewards the controller: ``accuracy``, ``miou`` or
-            ``miou_plus`` (the paper's three).
+            ``miou_plus`` (the paper's three). Written as a mapping, ``{metric: miou, cost:
+            params, target: 100000, weight: -0.07}``, it is that metric weighed by size:
+            ``reward`` becomes the metric and the rest ``reward_cost``.
+        reward_cost: weighs the reward by the architecture's size (``RewardCost``); None:
+            the metric alone, as in the paper.
         dataset: the data set (``shapes``, ``digits``, ``voc`` or ``folder``).
         space, shared, controller_phase, controller, derive, resources, checkpoints: see
             their sections.
@@ -228,6 +254,7 @@ class SearchSpec(_Section):
     seed: int = Field(0, ge=0, lt=2**31)
     epochs: int = Field(10, ge=1, le=10_000)
     reward: RewardName = "miou"
+    reward_cost: RewardCost | None = None
     dataset: DatasetSpec = Field(default_factory=ShapesSpec)
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     shared: SharedSpec = Field(default_factory=SharedSpec)
@@ -242,6 +269,21 @@ class SearchSpec(_Section):
     def _over_the_default_search(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
             data = over_default_search(data)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_aware_reward(cls, data: Any) -> Any:
+        # `reward: {metric, cost, target, weight}` is `reward: metric` and `reward_cost`: the
+        # metric's name stays what every reader of `reward` (retraining, reports) takes it for.
+        if isinstance(data, Mapping) and isinstance(data.get("reward"), Mapping):
+            given = dict(data["reward"])
+            if "reward_cost" in data:
+                raise ValueError("reward: give the size in reward or in reward_cost, not both")
+            if "metric" not in given:
+                raise ValueError("reward: a mapping needs its metric (accuracy, miou, miou_plus)")
+            metric = given.pop("metric")
+            data = {**data, "reward": metric, **({"reward_cost": given} if given else {})}
         return data
 
     @model_validator(mode="before")

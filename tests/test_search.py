@@ -153,6 +153,24 @@ def test_another_seed_gives_other_architectures(
     assert [r[4] for r in rows(store, other.search_id) if r[0] == "controller"] != first_epoch
 
 
+@pytest.mark.parametrize("cost", ["params", "flops"])
+def test_a_size_aware_reward_weighs_each_sample_by_its_size(
+    store: SearchStore, tmp_path: Path, cost: str
+) -> None:
+    spec = tiny(epochs=1, reward={"metric": "miou", "cost": cost, "target": 20_000, "weight": -0.5})
+    assert spec.reward == "miou" and spec.reward_cost is not None
+    outcome = run(store, tmp_path, spec)
+    samples = store.samples(outcome.search_id)
+    assert samples
+    for s in samples:  # weight -0.5, a strong one: a size off the target shows in the reward
+        size = s.params if cost == "params" else s.flops
+        assert s.reward == pytest.approx(s.miou * (size / 20_000) ** -0.5), s.arch
+    derive = [s for s in samples if s.phase == "derive"]
+    best = max(derive, key=lambda s: s.reward)
+    assert outcome.best_arch == best.arch and outcome.best_reward == best.reward
+    assert outcome.metrics["miou"] == pytest.approx(best.miou)  # the metrics stay the metric's
+
+
 def test_resume_after_interruption_writes_exactly_the_uninterrupted_rows(
     reference: dict, store: SearchStore, tmp_path: Path
 ) -> None:

@@ -199,6 +199,44 @@ def test_out_of_range_value_is_refused_with_its_field(data: dict[str, Any], fiel
     assert f"{field}: " in refusal(data)
 
 
+def test_a_reward_written_as_a_mapping_is_its_metric_weighed_by_size() -> None:
+    spec = parse_search_spec(
+        {"reward": {"metric": "accuracy", "cost": "flops", "target": 10**6, "weight": -0.07}}
+    )
+    assert spec.reward == "accuracy"  # what retraining and the reports read: the metric
+    assert spec.reward_cost is not None and spec.reward_cost.cost == "flops"
+    assert spec.reward_cost.weigh(0.5, 2 * 10**6) == pytest.approx(0.5 * 2**-0.07)
+    assert spec.reward_cost.weigh(0.5, 10**6) == 0.5  # on target: the metric
+    assert parse_search_spec(spec.model_dump(mode="json")) == spec  # a stored spec reads back
+    assert parse_search_spec({"reward": {"metric": "miou"}}).reward_cost is None
+    assert parse_search_spec({}).reward_cost is None  # the paper's rewards by default
+    weight = parse_search_spec({"reward": {"metric": "miou", "cost": "params", "target": 5}})
+    assert weight.reward_cost.weight == -0.07  # MnasNet's
+
+
+@pytest.mark.parametrize(
+    "reward, words",
+    [
+        ({"cost": "params", "target": 5}, ("reward", "metric")),
+        ({"metric": "miou", "cost": "latency", "target": 5}, ("reward_cost.cost",)),
+        ({"metric": "miou", "cost": "params", "target": 0}, ("reward_cost.target",)),
+        ({"metric": "miou", "cost": "params"}, ("reward_cost.target",)),
+        ({"metric": "miou", "cost": "params", "target": 5, "weight": 3}, ("reward_cost.weight",)),
+    ],
+)
+def test_a_bad_size_aware_reward_is_refused_naming_its_field(
+    reward: dict[str, Any], words: tuple[str, ...]
+) -> None:
+    message = refusal({"reward": reward})
+    assert all(word in message for word in words), message
+
+
+def test_the_size_is_given_once() -> None:
+    both = {"reward": {"metric": "miou", "cost": "params", "target": 5},
+            "reward_cost": {"cost": "params", "target": 5}}  # fmt: skip
+    assert "not both" in refusal(both)
+
+
 def test_shared_batch_smaller_than_the_replicas_is_refused() -> None:
     message = refusal({"shared": {"batch_size": 2}, "resources": {"replicas": 4}})
     assert "shared.batch_size" in message and "resources.replicas" in message

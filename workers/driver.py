@@ -316,7 +316,7 @@ class SearchDriver:
 
     def _controller_phase(self, epoch: int, best: _Best) -> dict[str, float]:
         group = self._group
-        spec, phase = self.spec, self.spec.controller_phase
+        phase = self.spec.controller_phase
         rewards: list[float] = []
         last: dict[str, float] = {}
         for step in range(phase.steps):
@@ -344,7 +344,10 @@ class SearchDriver:
                 scored = group.gather(ready)[0]
                 for i, m in zip(part, scored, strict=True):
                     metrics[i] = m
-                report = {batch.samples[i].sample_id: metrics[i][spec.reward] for i in part}
+                report = {
+                    batch.samples[i].sample_id: self._reward(metrics[i], batch.samples[i].arch)
+                    for i in part
+                }
                 update = group.gather([group.controller.report.remote(batch.version, report)])[0]
                 if update is not None:
                     last = {
@@ -466,12 +469,23 @@ class SearchDriver:
             step=step,
             index=index,
             arch=list(arch),
-            reward=metrics[self.spec.reward],
+            reward=self._reward(metrics, arch),
             policy_version=version,
             params=sizes.params(arch),
             flops=sizes.flops(arch),
             **{k: metrics[k] for k in METRIC_NAMES},
         )
+
+    def _reward(self, metrics: dict[str, float], arch: Sequence[int]) -> float:
+        """What the controller is rewarded with for ``arch`` scored ``metrics``: the spec's
+        metric, weighed by the architecture's size when the spec asks (``reward_cost``)."""
+        value = metrics[self.spec.reward]
+        cost = self.spec.reward_cost
+        if cost is None:
+            return value
+        sizes = self._group.sizes
+        assert sizes is not None, "the replicas describe the space before any sample"
+        return cost.weigh(value, sizes.params(arch) if cost.cost == "params" else sizes.flops(arch))
 
     def _report(
         self, *, epoch: int, phase: str, step: int, steps: int, best: _Best | None = None
