@@ -229,6 +229,44 @@ class ArchitecturePage(BaseModel):
 
 
 @described
+class FrontPointOut(BaseModel):
+    """A sample on the size front: no other sample is as small with as high a reward.
+
+    Attributes:
+        id: its row id.
+        arch: a cell index per encoder layer.
+        phase: ``controller`` (scored on one validation minibatch) or ``derive`` (on the
+            validation split).
+        epoch: the ENAS epoch, 0-based (derive rows: the search's epoch count).
+        cost: its size: parameters or FLOPs, as the front's ``cost`` says.
+        reward: its reward.
+    """
+
+    id: int
+    phase: Literal["controller", "derive"]
+    epoch: int
+    arch: list[int]
+    cost: int
+    reward: float
+
+
+@described
+class SizeFrontOut(BaseModel):
+    """The Pareto front of reward against size: the best reward the search found at each
+    size budget, smallest first.
+
+    Attributes:
+        cost: the size it is measured in: ``params`` or ``flops``.
+        samples: the samples it was taken from (those with that size recorded).
+        points: the samples on it, by increasing size (and reward).
+    """
+
+    cost: Literal["params", "flops"]
+    samples: int
+    points: list[FrontPointOut]
+
+
+@described
 class RewardPointOut(BaseModel):
     """One controller step of the reward curve (downsampled: the bucket of consecutive steps
     that ends at this one).

@@ -42,6 +42,7 @@ from service.schemas import (
     RewardCurve,
     SearchOut,
     SearchPage,
+    SizeFrontOut,
     Status,
 )
 from storage.accounts import Principal
@@ -374,6 +375,30 @@ async def reward_curve(
         return body
 
     return Response(await blocking(request, read), media_type="application/json")
+
+
+@router.get("/{search_id}/front", response_model=SizeFrontOut, responses=NOT_FOUND)
+async def size_front(
+    search_id: str,
+    request: Request,
+    user: CurrentUser,
+    cost: Annotated[
+        Literal["params", "flops"], Query(description="the size: parameters or FLOPs")
+    ] = "params",
+    phase: Annotated[
+        Literal["controller", "derive"] | None, Query(description="only samples of that phase")
+    ] = None,
+) -> SizeFrontOut:
+    """The samples that no other beats on both reward and size (the Pareto front the page
+    draws over its scatter), from every sample of the search, not a page of them."""
+    store = request.app.state.store
+
+    def read() -> SizeFrontOut:
+        owned_search(store, user, search_id)
+        front = store.size_front(search_id, cost=cost, phase=phase)
+        return SizeFrontOut.model_validate(front, from_attributes=True)
+
+    return await blocking(request, read)
 
 
 @router.get("/{search_id}/cells", response_model=CellDistribution, responses=NOT_FOUND)

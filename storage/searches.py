@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from errors import SegnasError
 from storage.engine import make_engine, session_scope
 from storage.fencing import Fence, fence_conditions, hold, lease_lost
+from storage.fronts import SizeCost, SizeFront, read_front
 from storage.migrate import require_current
 from storage.models import (
     LOCAL_ADMIN,
@@ -479,6 +480,12 @@ class SearchStore:
             result = s.execute(statement)
             keys = list(result.keys())
             return [dict(zip(keys, row, strict=True)) for row in result]
+
+    def size_front(
+        self, search_id: str, *, cost: SizeCost = "params", phase: str | None = None
+    ) -> SizeFront:
+        """The samples no other beats on both reward and size (``storage.fronts``)."""
+        return self._read(lambda c: read_front(c, search_id, cost=cost, phase=phase))
 
     def cell_counts(self, search_id: str, num_cells: int) -> dict[int, list[list[int]]]:
         """What the policy sampled: for each epoch of the controller phase, how many of its

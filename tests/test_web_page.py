@@ -554,9 +554,15 @@ def test_the_samples_table_sorts_filters_folds_and_pages(auth_server: Server, br
     # Newest first, 20 to a page: the derive phase's four, then controller rewards 0.24 down.
     newest = ["0.400", "0.500", "0.500", "0.500", *[f"{i / 100:.3f}" for i in range(24, 8, -1)]]
     wait_until("the newest page", lambda: rewards() == newest, 30)
-    # Reward against size: a dot per sample (each with its tooltip).
-    dots = "#size-chart circle title"
+    # Reward against size: a dot per sample (each with its tooltip), and over them the Pareto
+    # front of all samples: here one point, the derive phase's `1 1 1` at 10,000 parameters,
+    # which no larger sample beats (the controller's best is 0.24).
+    dots = "#size-chart circle.dot-sample title, #size-chart circle.dot-derive title"
     wait_until("the size chart", lambda: len(browser.find_elements("css selector", dots)) == 29, 30)
+    front = browser.find_elements("css selector", "#size-chart circle.dot-front title")
+    assert [t.get_attribute("textContent") for t in front] == [
+        f"on the front: {' '.join(['1'] * layers)}, reward 0.500, 10,000 parameters (derive)"
+    ]
     by_id(browser, "samples-next").click()
     wait_until(
         "the second page", lambda: rewards() == [f"{i / 100:.3f}" for i in range(8, -1, -1)], 30

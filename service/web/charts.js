@@ -153,18 +153,23 @@ const CHARTS = (() => {
 
   /** A dot per sample (GET /searches/{id}/architectures items): its parameters across, its
    * reward up; the derive phase's candidates drawn apart from the policy's samples. */
-  function drawSizeScatter(container, items) {
+  /**
+   * Reward against parameters of `items` (a page of samples), and over them `front`: the
+   * Pareto front of all the search's samples (GET /front, by parameters), as a staircase.
+   */
+  function drawSizeScatter(container, items, front) {
     const sized = items.filter((a) => Number.isFinite(a.params) && Number.isFinite(a.reward));
-    if (!sized.length) {
+    const steps = (front && front.points) || [];
+    if (!sized.length && !steps.length) {
       container.replaceChildren(el("p", { class: "muted" }, "No sized sample yet."));
       return;
     }
     const { height, left, right, top, bottom } = CHART;
     const width = Math.max(CHART.minWidth, Math.floor(container.clientWidth) || 640);
-    const kilo = sized.map((a) => a.params / 1000);
+    const kilo = [...sized.map((a) => a.params), ...steps.map((p) => p.cost)].map((v) => v / 1000);
+    const rewards = [...sized.map((a) => a.reward), ...steps.map((p) => p.reward)];
     const x = niceTicks(Math.min(...kilo), Math.max(...kilo), 6);
-    const y = niceTicks(Math.min(...sized.map((a) => a.reward)),
-      Math.max(...sized.map((a) => a.reward)), 5);
+    const y = niceTicks(Math.min(...rewards), Math.max(...rewards), 5);
     const px = (v) => left + ((v - x.lo) / (x.hi - x.lo)) * (width - left - right);
     const py = (v) => top + (1 - (v - y.lo) / (y.hi - y.lo)) * (height - top - bottom);
     const chart = svg("svg", {
@@ -185,18 +190,36 @@ const CHARTS = (() => {
       }, svg("title", {}, `${SEGNAS.archString(a.arch)}: reward ${formatNumber(a.reward)}, ` +
         `${a.params.toLocaleString()} parameters (${a.phase})`)));
     }
-    chart.append(scatterLegend(width - right));
+    if (steps.length) {
+      // A staircase: the best reward found at each budget holds until a larger one beats it.
+      let d = "";
+      steps.forEach((p, i) => {
+        const sx = px(p.cost / 1000).toFixed(1);
+        const sy = py(p.reward).toFixed(1);
+        d += i === 0 ? `M${sx},${sy}` : `H${sx}V${sy}`;
+      });
+      chart.append(svg("path", { d, class: "front-line" }));
+      for (const p of steps) {
+        chart.append(svg("circle", {
+          cx: px(p.cost / 1000).toFixed(1), cy: py(p.reward).toFixed(1), r: 4, class: "dot-front",
+        }, svg("title", {}, `on the front: ${SEGNAS.archString(p.arch)}, reward ` +
+          `${formatNumber(p.reward)}, ${p.cost.toLocaleString()} parameters (${p.phase})`)));
+      }
+    }
+    chart.append(scatterLegend(width - right, steps.length > 0));
     container.replaceChildren(chart);
   }
 
-  function scatterLegend(xEnd) {
+  function scatterLegend(xEnd, withFront) {
     const group = svg("g", { class: "legend" });
-    [["dot-sample", "policy samples"], ["dot-derive", "derive candidates"]].forEach(
-      ([cls, label], i) => {
-        const x = xEnd - 290 + i * 150;
-        group.append(svg("circle", { cx: x, cy: 14, r: 4, class: cls }),
-          svg("text", { x: x + 10, y: 14 }, label));
-      });
+    const entries = [["dot-sample", "policy samples"], ["dot-derive", "derive candidates"]];
+    if (withFront) entries.push(["dot-front", "Pareto front (all samples)"]);
+    const first = xEnd - 150 * entries.length + 10;
+    entries.forEach(([cls, label], i) => {
+      const x = first + i * 150;
+      group.append(svg("circle", { cx: x, cy: 14, r: 4, class: cls }),
+        svg("text", { x: x + 10, y: 14 }, label));
+    });
     return group;
   }
 

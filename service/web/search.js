@@ -98,18 +98,24 @@
 
   let scatterAt = -Infinity;
   let scatterItems = [];
+  let scatterFront = null;
 
   /** Reward against size of the latest samples: at most every SCATTER_EVERY_MS while the
    * search runs (a page of 500 rows), and once more when it has ended. */
   async function refreshScatter(final) {
     if (!final && Date.now() - scatterAt < SCATTER_EVERY_MS) return;
     scatterAt = Date.now();
-    const page = await SEGNAS.getJSON(`${base}/architectures?order=desc&limit=${SCATTER_ROWS}`);
+    const [page, front] = await Promise.all([
+      SEGNAS.getJSON(`${base}/architectures?order=desc&limit=${SCATTER_ROWS}`),
+      SEGNAS.getJSON(`${base}/front?cost=params`),
+    ]);
     scatterItems = page.items || [];
-    $("scatter-caption").textContent = scatterItems.length === SCATTER_ROWS
-      ? `the latest ${SCATTER_ROWS} samples; parameters of each as a stand-alone network`
-      : `all ${scatterItems.length} samples; parameters of each as a stand-alone network`;
-    CHARTS.drawSizeScatter($("size-chart"), scatterItems);
+    scatterFront = front;
+    const shown = scatterItems.length === SCATTER_ROWS
+      ? `the latest ${SCATTER_ROWS} samples` : `all ${scatterItems.length} samples`;
+    $("scatter-caption").textContent = `${shown}, and the Pareto front of all ` +
+      `${front.samples.toLocaleString()}; parameters of each as a stand-alone network`;
+    CHARTS.drawSizeScatter($("size-chart"), scatterItems, scatterFront);
   }
 
   // The heat map's data, and whether the reader has picked an epoch (else: the latest).
@@ -437,7 +443,7 @@
   });
   window.addEventListener("resize", () => {
     if (rewardPoints.length) CHARTS.drawRewardChart($("reward-chart"), rewardPoints);
-    if (scatterItems.length) CHARTS.drawSizeScatter($("size-chart"), scatterItems);
+    if (scatterItems.length) CHARTS.drawSizeScatter($("size-chart"), scatterItems, scatterFront);
   });
   poll();
 })();

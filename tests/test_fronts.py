@@ -1,0 +1,42 @@
+"""The size front: the samples no other beats on both reward and size, read in one aggregate."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from test_api import assert_problem, sample, store_of, submit
+
+from storage.fronts import staircase
+
+
+def test_the_staircase_keeps_what_nothing_smaller_beats() -> None:
+    pairs = [(30, 0.5), (10, 0.2), (20, 0.2), (20, 0.4), (40, 0.45), (10, 0.1), (50, 0.9)]
+    assert staircase(pairs) == [1, 3, 0, 6]  # (10 .2), (20 .4), (30 .5), (50 .9)
+    assert staircase([]) == []
+    assert staircase([(5, 0.3), (5, 0.3)]) == [0]  # equal pairs: the first
+
+
+def test_the_front_of_a_search_is_its_best_reward_at_each_size(api: TestClient) -> None:
+    search_id = submit(api)["id"]
+    sized = [  # (step, index, params, flops, reward)
+        (0, 0, 3000, 900, 0.50), (0, 1, 1000, 300, 0.20), (0, 2, 2000, 600, 0.40),
+        (1, 0, 2000, 600, 0.40), (1, 1, 4000, 100, 0.45), (1, 2, 5000, 1500, 0.90),
+    ]  # fmt: skip
+    rows = [
+        sample(0, step, i, reward=r).model_copy(update={"params": p, "flops": f, "arch": [i]})
+        for step, i, p, f, r in sized
+    ]
+    store_of(api).add_samples(search_id, [*rows, sample(0, 2, 0, reward=0.99)])  # unsized
+    url = f"/searches/{search_id}/front"
+    front = api.get(url).json()
+    assert front["cost"] == "params" and front["samples"] == 6
+    got = [(p["cost"], p["reward"]) for p in front["points"]]
+    assert got == [(1000, 0.2), (2000, 0.4), (3000, 0.5), (5000, 0.9)]
+    first_2000 = front["points"][1]  # stored twice: the first of them
+    assert (first_2000["epoch"], first_2000["arch"]) == (0, [2])
+    by_flops = api.get(url, params={"cost": "flops"}).json()["points"]
+    assert [(p["cost"], p["reward"]) for p in by_flops] == [(100, 0.45), (900, 0.5), (1500, 0.9)]
+    assert api.get(url, params={"phase": "derive"}).json() == {
+        "cost": "params", "samples": 0, "points": []
+    }  # fmt: skip
+    assert_problem(api.get(url, params={"cost": "latency"}), 422, "cost")
+    assert api.get("/searches/nope/front").status_code == 404
