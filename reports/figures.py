@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
 
 from reports.model import REWARD_LABELS, SearchSummary, format_arch
+from storage.fronts import staircase
 
 DPI = 120
 
@@ -144,6 +145,40 @@ def reward_curve_png(searches: Sequence[SearchSummary], path: Path) -> Path:
     ax.set_xlabel("controller step (all epochs, in order)")
     ax.set_ylabel("reward (each search's own reward function)")
     ax.set_title("Controller reward during the search")
+    ax.grid(True, color="#e3e3e3", lw=0.8)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, path)
+
+
+def size_front_png(searches: Sequence[SearchSummary], path: Path) -> Path:
+    """Retrained test mIoU against parameters of every retrained architecture, marked by where
+    it came from, and per search the Pareto front of them (a staircase: the best test mIoU at
+    each parameter budget)."""
+    fig = _figure(8.0, 4.8)
+    ax = fig.add_subplot()
+    markers = {"enas": "o", "random": "s", "pareto": "^"}
+    for s, colour, label in zip(
+        searches, _line_colours(searches), search_labels(searches), strict=True
+    ):
+        points = [(r.params / 1000, r.test.miou, r.source) for r in s.retrained]
+        for source, marker in markers.items():
+            mine = [(x, y) for x, y, src in points if src == source]
+            if mine:
+                ax.scatter(*zip(*mine, strict=True), color=colour, marker=marker, s=36, zorder=3)
+        front = [points[i] for i in staircase([(x, y) for x, y, _ in points])]
+        xs = [x for x, _, _ in front]
+        ys = [y for _, y, _ in front]
+        ax.step(xs, ys, where="post", color=colour, lw=1.4, label=f"{label}: front")
+    handles = [Line2D([], [], color="#666666", lw=1.4, label="Pareto front of the search")]
+    handles += [
+        Line2D([], [], ls="none", marker=m, color="#666666", label=f"{src} architectures")
+        for src, m in markers.items()
+    ]
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=9)
+    ax.set_xlabel("parameters (thousands)")
+    ax.set_ylabel("test mIoU, retrained from scratch")
+    ax.set_title("Retrained quality against size")
     ax.grid(True, color="#e3e3e3", lw=0.8)
     ax.set_axisbelow(True)
     ax.spines[["top", "right"]].set_visible(False)

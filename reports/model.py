@@ -81,7 +81,8 @@ class RetrainedArch(_Frozen):
             (the search's reward), or None if it was never scored there (a random baseline
             usually is not).
         source: ``enas`` for an architecture the controller found, ``random`` for a baseline
-            drawn uniformly from the search space.
+            drawn uniformly from the search space, ``pareto`` for one spread along the
+            search's size front (``segnas retrain --pareto``).
         flops: FLOPs of one forward pass of it on one image at the data set's size, as the
             search recorded them for its samples of it; None when it has none (a random
             baseline, or a search stored before FLOPs were recorded).
@@ -91,7 +92,7 @@ class RetrainedArch(_Frozen):
     params: int = Field(ge=0)
     test: MetricsRow
     shared_score: Finite | None = None
-    source: Literal["enas", "random"]
+    source: Literal["enas", "random", "pareto"]
     flops: int | None = Field(None, ge=0)
 
     @property

@@ -19,6 +19,7 @@ from reports.figures import (
     cell_frequency_png,
     reward_curve_png,
     search_labels,
+    size_front_png,
 )
 from reports.model import Report, SearchSummary
 from reports.stats import QualityLine
@@ -26,6 +27,7 @@ from reports.stats import QualityLine
 MARKDOWN = "report.md"
 JSON = "report.json"
 REWARD_CURVES = "reward_curves.png"
+SIZE_FRONT = "size_front.png"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class ReportFiles:
     markdown: Path
     json: Path
     reward_curves: Path
+    size_front: Path
     cell_frequency: dict[str, Path]
     architectures: dict[str, Path]
 
@@ -45,6 +48,7 @@ class ReportFiles:
             self.markdown,
             self.json,
             self.reward_curves,
+            self.size_front,
             *self.cell_frequency.values(),
             *self.architectures.values(),
         ]
@@ -74,6 +78,7 @@ def write_report(report: Report, out_dir: Path) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = file_stems(report.searches)
     curves = reward_curve_png(report.searches, out_dir / REWARD_CURVES)
+    front = size_front_png(report.searches, out_dir / SIZE_FRONT)
     frequency: dict[str, Path] = {}
     architectures: dict[str, Path] = {}
     for s, stem, label in zip(report.searches, stems, search_labels(report.searches), strict=True):
@@ -89,6 +94,7 @@ def write_report(report: Report, out_dir: Path) -> ReportFiles:
         markdown=out_dir / MARKDOWN,
         json=out_dir / JSON,
         reward_curves=curves,
+        size_front=front,
         cell_frequency=frequency,
         architectures=architectures,
     )
@@ -172,10 +178,13 @@ def _searches_table(report: Report) -> str:
     ]
     for s, label in zip(report.searches, search_labels(report.searches), strict=True):
         enas = sum(r.source == "enas" for r in s.retrained)
-        rand = len(s.retrained) - enas
+        rand = sum(r.source == "random" for r in s.retrained)
+        pareto = sum(r.source == "pareto" for r in s.retrained)
+        front = f" + {pareto} on the front" if pareto else ""
         lines.append(
             f"| {_cell(label)} | {_cell(s.search_id)} | {_cell(s.dataset)} | {s.layers}"
-            f" | {len(s.reward_curve)} | {enas} + {rand} | {s.best.test.miou_plus:.3f}"
+            f" | {len(s.reward_curve)} | {enas} + {rand}{front}"
+            f" | {s.best.test.miou_plus:.3f}"
             f" | {_duration(s.seconds)} |"
         )
     return "\n".join(lines)
@@ -270,6 +279,12 @@ def render_markdown(report: Report, files: ReportFiles) -> str:
         " search on the scale of its own reward function.",
         "",
         f"![Controller reward per step]({link(files.reward_curves)})",
+        "",
+        "Test mIoU against parameters of every retrained architecture (circles: the search's"
+        " picks, squares: random baselines, triangles: spread along the search's size front,"
+        " `segnas retrain --pareto K`), and each search's Pareto front of them.",
+        "",
+        f"![Retrained quality against size]({link(files.size_front)})",
     ]
     for s, label in zip(searches, labels, strict=True):
         arch = s.best.arch_string

@@ -367,8 +367,9 @@ class RetrainOut(BaseModel):
     """
 
     id: int
-    source: Literal["enas", "random"] = Field(
-        description="enas: from the derive phase (rank 0: the result); random: a baseline"
+    source: Literal["enas", "random", "pareto"] = Field(
+        description="enas: from the derive phase (rank 0: the result); random: a baseline; "
+        "pareto: spread along the search's size front (rank 0: its smallest)"
     )
     rank: int
     arch: list[int]

@@ -235,7 +235,8 @@ class Retrain(Base):
     """An architecture of a search trained from scratch (a Ray Tune trial) and tested.
 
     ``source`` says where the architecture came from: ``enas`` (the search's derive phase,
-    ``rank`` 0 its best) or ``random`` (a uniformly random baseline under the same budget).
+    ``rank`` 0 its best), ``random`` (a uniformly random baseline under the same budget) or
+    ``pareto`` (spread along the search's size front, ``rank`` 0 its smallest).
     Retraining the same architecture of a search again replaces its row.
     """
 

@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, select
 from storage.models import Retrain, utcnow
 from storage.searches import SearchStore
 
-RetrainSource = Literal["enas", "random"]
+RetrainSource = Literal["enas", "random", "pareto"]
 RetrainStatus = Literal["succeeded", "stopped", "failed"]
 
 

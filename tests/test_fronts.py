@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from fastapi.testclient import TestClient
 from test_api import assert_problem, sample, store_of, submit
 
+from searchspec.spec import load_search_spec
 from storage.fronts import staircase
+from storage.searches import ResultRecord, SearchStore
+from workers.retrain_jobs import RetrainSettings, search_jobs, spread
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 def test_the_staircase_keeps_what_nothing_smaller_beats() -> None:
@@ -40,3 +48,35 @@ def test_the_front_of_a_search_is_its_best_reward_at_each_size(api: TestClient) 
     }  # fmt: skip
     assert_problem(api.get(url, params={"cost": "latency"}), 422, "cost")
     assert api.get("/searches/nope/front").status_code == 404
+
+
+def test_spread_takes_the_ends_and_evenly_between() -> None:
+    assert spread(list(range(10)), 3) == [0, 4, 9]  # 4.5 rounds to even
+    assert spread(list(range(10)), 2) == [0, 9]
+    assert spread([1, 2], 5) == [1, 2]
+    assert spread(list(range(10)), 1) == [9]  # one: the best of the front
+
+
+def test_retrain_pareto_adds_architectures_spread_along_the_front(store: SearchStore) -> None:
+    spec = load_search_spec(TINY)
+    search_id = store.create(spec.model_dump(mode="json"), name="front").id
+    store.mark_running(search_id)
+    rows = [  # rewards rise with the size: every sample is on the front
+        sample(0, 0, i, reward=0.1 * (i + 1)).model_copy(update={"params": 1000 * (i + 1)})
+        for i in range(5)
+    ]
+    # the derive phase's pick: smaller than 3,000 but beaten by the 2,000 sample, off the front
+    derive = sample(spec.epochs, 0, 0, phase="derive", reward=0.15).model_copy(
+        update={"arch": [1, 1, 1], "params": 2500}
+    )
+    store.add_samples(search_id, [*rows, derive])
+    store.set_result(
+        search_id, ResultRecord(arch=[1, 1, 1], reward=0.15, metrics={}, params=2500, candidates=1)
+    )
+    store.mark_finished(search_id, "succeeded")
+    _, jobs = search_jobs(store, search_id, RetrainSettings(top_k=1, pareto=3))
+    targets = [(j.targets[0].source, j.targets[0].rank, j.arch) for j in jobs]
+    assert targets[0] == ("enas", 0, [1, 1, 1])
+    front = [(s, r, a) for s, r, a in targets if s == "pareto"]
+    assert front == [("pareto", 0, [0, 0, 0]), ("pareto", 1, [0, 0, 2]), ("pareto", 2, [0, 0, 4])]
+    assert [j.targets[0].shared_score for j in jobs[1:]] == pytest.approx([0.1, 0.3, 0.5])

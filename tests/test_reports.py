@@ -202,6 +202,7 @@ def test_markdown_has_command_architectures_quality_and_figures(written):
         "report.md",
         "report.json",
         "reward_curves.png",
+        "size_front.png",
         "cell_frequency_accuracy.png",
         "cell_frequency_miou.png",
         "cell_frequency_miou_plus.png",
@@ -213,6 +214,25 @@ def test_markdown_has_command_architectures_quality_and_figures(written):
     assert sorted(p.name for p in files.markdown.parent.iterdir()) == sorted(
         p.name for p in files.all
     )
+
+
+def test_architectures_from_the_size_front_are_counted_and_drawn_apart(tmp_path):
+    report = make_report()
+    search = report.searches[0]
+    on_front = RetrainedArch(
+        arch=arch_of(4, 40), params=9_000, test=metrics(0.55), shared_score=0.6, source="pareto"
+    )
+    search = search.model_copy(update={"retrained": [*search.retrained, on_front]})
+    report = report.model_copy(update={"searches": [search, *report.searches[1:]]})
+    files = write_report(report, tmp_path)
+    markdown = files.markdown.read_text()
+    assert "| 4 + 3 + 1 on the front |" in markdown  # ENAS + random + front
+    assert "| 4 + 0 |" in markdown  # a search without: as before
+    assert f"]({files.size_front.name})" in markdown
+    with Image.open(files.size_front) as image:
+        image.verify()
+    # the quality lines still compare the picks with the random baselines only
+    assert report.quality[0].random_count == 3
 
 
 def test_report_json_round_trips_with_the_quality_lines(written):

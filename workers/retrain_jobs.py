@@ -8,7 +8,7 @@ import hashlib
 import json
 import random
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,6 +20,8 @@ from supernet.training import TrainConfig
 
 RANDOM_TRIES = 1000  # draws per wanted random architecture before giving up
 
+T = TypeVar("T")
+
 
 class RetrainSettings(BaseModel):
     """How the architectures are retrained.
@@ -27,6 +29,9 @@ class RetrainSettings(BaseModel):
     Args:
         epochs: epochs per trial (the length of each cosine schedule).
         top_k: the best distinct architectures of each search's derive phase to retrain.
+        pareto: architectures spread along each search's size front (its samples that no
+            other beats on both reward and parameters, ``GET /front``) to retrain as well, so
+            the retrained networks trace reward against size; 0: none.
         random: uniformly random architectures retrained with the same budget, as baselines.
         batch_size, optimizer, lr, seed: the training (``supernet.training.TrainConfig``).
         grace_epochs: ASHA trains every trial at least this long; None: ``epochs``, so ASHA
@@ -41,6 +46,7 @@ class RetrainSettings(BaseModel):
     epochs: int = Field(10, ge=1, le=10_000)
     top_k: int = Field(3, ge=1, le=100)
     random: int = Field(0, ge=0, le=100)
+    pareto: int = Field(0, ge=0, le=100)
     batch_size: int = Field(32, ge=1, le=4096)
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float | None = Field(None, gt=0, le=10)
@@ -131,7 +137,28 @@ def search_jobs(
         _job(spec, arch, Target(search_id=search_id, source="random", rank=rank, shared_score=None))
         for rank, arch in enumerate(archs)
     ]
+    if settings.pareto:
+        front = spread(store.size_front(search_id).points, settings.pareto)
+        jobs += [
+            _job(
+                spec,
+                point.arch,
+                Target(search_id=search_id, source="pareto", rank=rank, shared_score=point.reward),
+            )
+            for rank, point in enumerate(front)
+        ]
     return spec, jobs
+
+
+def spread(points: Sequence[T], count: int) -> list[T]:
+    """``count`` of ``points`` evenly spaced along them, the first and the last included (all
+    of them when there are no more than ``count``)."""
+    if len(points) <= count:
+        return list(points)
+    if count == 1:
+        return [points[-1]]
+    step = (len(points) - 1) / (count - 1)
+    return [points[round(k * step)] for k in range(count)]
 
 
 def _job(spec: SearchSpec, arch: list[int], target: Target) -> RetrainJob:

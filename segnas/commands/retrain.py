@@ -15,6 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top-k", type=int, default=3, metavar="K", help="best derived architectures (3)"
     )
+    parser.add_argument(
+        "--pareto",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also retrain K architectures spread along the search's size front (0)",
+    )
     parser.add_argument("--epochs", type=int, default=10, help="epochs per architecture (10)")
     add_training_arguments(parser)
     add_db_argument(parser)
@@ -66,7 +73,7 @@ def settings_from_args(args: argparse.Namespace, **fixed: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args, top_k=args.top_k)
+    settings = settings_from_args(args, top_k=args.top_k, pareto=args.pareto)
 
     from storage.retrains import RetrainStore
     from workers.entry import open_store
