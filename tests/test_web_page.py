@@ -708,3 +708,43 @@ def test_the_start_form_takes_yaml_and_offers_the_configs_as_presets(
     spec = json.loads(by_id(browser, "spec").text)
     assert spec["name"] == "from-yaml"
     assert spec["space"]["layers"] == yaml.safe_load(TINY.read_text())["space"]["layers"]
+
+
+def test_a_twelve_layer_drawing_scrolls_in_its_card_at_1400_px(
+    auth_server: Server, browser
+) -> None:
+    from storage.searches import SearchStore
+
+    admin = (auth_server.log_path.parent / "admin-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {admin}", "X-Requested-With": "t"}
+    body = {**yaml.safe_load(TINY.read_text()), "name": "twelve-layers"}
+    body["space"] = {**body["space"], "layers": 12}
+    created = httpx.post(f"{auth_server.base}/searches", json=body, headers=headers, timeout=30)
+    assert created.status_code == 201, created.text
+    search_id = created.json()["id"]
+    store = SearchStore(f"sqlite:///{auth_server.log_path.parent / 'segnas.db'}")
+    try:  # the best so far, as a running search's driver reports it
+        progress = {"epoch": 0, "epochs": 2, "phase": "controller", "step": 1, "steps": 3,
+                    "samples": 4}  # fmt: skip
+        store.update_progress(
+            search_id, progress, best_arch=[0, 5, 5, 2, 2, 2, 4, 5, 3, 5, 3, 4], best_reward=0.5
+        )
+    finally:
+        store.close()
+    browser.set_window_size(1400, 1000)
+    browser.get(f"{auth_server.base}/")
+    sign_in(browser, admin)
+    browser.get(f"{auth_server.base}/searches/{search_id}")
+    drawn = "#arch-diagram .diagram-scroll svg"
+    wait_until("the drawing", lambda: browser.find_elements("css selector", drawn), 30)
+    sizes = browser.execute_script(
+        """const box = document.querySelector('#arch-diagram .diagram-scroll');
+        const svg = box.querySelector('svg');
+        return [box.clientWidth, box.scrollWidth, svg.getBoundingClientRect().width,
+                svg.querySelectorAll('rect.box').length, getComputedStyle(box).overflowX];"""
+    )
+    box_width, scroll_width, svg_width, boxes, overflow = sizes
+    assert boxes == 2 * 12 + 2  # every layer of encoder and decoder, the input and the output
+    # Wider than its card: it scrolls there, whole (nothing cut off), and the page does not.
+    assert svg_width > box_width and scroll_width >= svg_width and overflow in ("auto", "scroll")
+    assert no_sideways_scroll(browser)
