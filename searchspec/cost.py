@@ -169,11 +169,14 @@ def _conv_bn(c_in: int, c_out: int, kernel: int, *, groups: int = 1) -> ParamCou
 
 def _op_params(name: str, c: int) -> ParamCount:
     """The operation after a cell's leading conv1x1 (``supernet.cells.OPS``)."""
-    if name in ("conv3x3", "conv5x5"):
-        return _conv_bn(c, c, 3 if name == "conv3x3" else 5)
-    if name in ("sep3x3", "sep5x5"):
-        k = 3 if name == "sep3x3" else 5
+    if name in ("conv3x3", "conv5x5", "dilconv3x3_r2", "dilconv3x3_r4"):
+        return _conv_bn(c, c, 5 if name == "conv5x5" else 3)  # dilation adds no weights
+    if name in ("sep3x3", "sep5x5", "dilsep3x3_r2"):
+        k = 5 if name == "sep5x5" else 3
         return ParamCount(c * k * k + c * c + 2 * c, 2 * c)  # depthwise, pointwise, BN
+    if name == "aspp":  # conv1x1, two dilated 3x3s, the pooled conv1x1 (a bias, no BN), fuse
+        branches = _conv_bn(c, c, 1) + _conv_bn(c, c, 3) * 2
+        return branches + ParamCount(c * c + c, 0) + _conv_bn(4 * c, c, 1)
     return ParamCount(0, 0)  # pooling
 
 
@@ -236,11 +239,15 @@ def _optimizer_moments(spec: SearchSpec) -> int:
 
 # activations
 
-_CELL_TENSORS = {"conv3x3": 4, "conv5x5": 4, "sep3x3": 5, "sep5x5": 5, "avgpool3x3": 3}
+_CELL_TENSORS = {
+    "conv3x3": 4, "conv5x5": 4, "sep3x3": 5, "sep5x5": 5, "avgpool3x3": 3,
+    "dilconv3x3_r2": 4, "dilconv3x3_r4": 4, "dilsep3x3_r2": 5, "aspp": 14,
+}  # fmt: skip
 _MAXPOOL_CELL_TENSORS = 5
 """Feature maps (``C x s x s``) a cell keeps for backward: its conv1x1's output and its
 BatchNorm's (the ReLU works in place), then its operation's: a conv and its BatchNorm 2, a
-separable conv 3, average pooling its output, max pooling its output and int64 indices (2)."""
+separable conv 3, average pooling its output, max pooling its output and int64 indices (2);
+ASPP 12: three branches of 2, the spread pooled map, the concatenation (4) and its fuse (2)."""
 
 
 def _resolutions(space: SearchSpace, size: int) -> list[int]:

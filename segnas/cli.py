@@ -16,6 +16,7 @@ from segnas import __version__
 # verb -> module under segnas.commands with add_arguments(parser) and run(args) -> int
 VERBS: dict[str, tuple[str, str]] = {
     "arch": ("arch", "describe an architecture: per-layer table, parameters, FLOPs"),
+    "cells": ("cells", "the candidate cells a space may name: the paper's six and more"),
     "data": ("data", "inspect a data set: split sizes, class histogram, preview"),
     "train": ("train", "train one architecture from scratch and report its test metrics"),
     "search": ("search", "run (or resume) an ENAS search and print the best architecture"),

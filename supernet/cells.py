@@ -1,6 +1,7 @@
-"""The six candidate cells of the paper, and the small blocks they are made of.
+"""The candidate cells, and the small blocks they are made of.
 
-Every cell is ``conv1x1 + BN + ReLU`` followed by one operation (index: name):
+Every cell is ``conv1x1 + BN + ReLU`` followed by one operation. The paper's six (index: name,
+the default space's order):
 
     0: conv3x3   conv 3x3 + BN + ReLU
     1: sep3x3    depthwise-separable conv 3x3 + BN + ReLU
@@ -9,7 +10,15 @@ Every cell is ``conv1x1 + BN + ReLU`` followed by one operation (index: name):
     4: avgpool3x3  average pooling 3x3, stride 1 (padding not counted in the average)
     5: maxpool3x3  max pooling 3x3, stride 1
 
-All cells keep the number of channels and the spatial size.
+and the paper's future work, DeepLab v3+'s atrous convolutions, which a space may name:
+
+    dilconv3x3_r2, dilconv3x3_r4  dilated conv 3x3 at rate 2 or 4 + BN + ReLU
+    dilsep3x3_r2                  dilated depthwise-separable conv 3x3, rate 2 + BN + ReLU
+    aspp                          conv 1x1, conv 3x3 at rates 2 and 4 and image pooling in
+                                  parallel, concatenated, fused by conv 1x1 + BN + ReLU
+
+All cells keep the number of channels and the spatial size. ``OPS`` is the registry: a cell
+added to it (and to ``supernet.space.CELL_REGISTRY``) is tested by the cell tests as it is.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supernet.space import CELL_NAMES
+from supernet.space import CELL_REGISTRY
 
 
 class ConvBnAct(nn.Sequential):
@@ -42,13 +51,15 @@ class ConvBnAct(nn.Sequential):
         *,
         groups: int = 1,
         act: bool = True,
+        dilation: int = 1,
     ) -> None:
         super().__init__(
             nn.Conv2d(
                 in_channels,
                 out_channels,
                 kernel_size,
-                padding=kernel_size // 2,
+                padding=dilation * (kernel_size // 2),
+                dilation=dilation,
                 groups=groups,
                 bias=False,
             ),
@@ -58,15 +69,17 @@ class ConvBnAct(nn.Sequential):
 
 
 class SepConvBnAct(nn.Sequential):
-    """Depthwise ``k x k`` conv, pointwise ``1 x 1`` conv, then BN + ReLU."""
+    """Depthwise ``k x k`` conv (dilated by ``dilation``), pointwise ``1 x 1`` conv, then
+    BN + ReLU."""
 
-    def __init__(self, channels: int, kernel_size: int) -> None:
+    def __init__(self, channels: int, kernel_size: int, *, dilation: int = 1) -> None:
         super().__init__(
             nn.Conv2d(
                 channels,
                 channels,
                 kernel_size,
-                padding=kernel_size // 2,
+                padding=dilation * (kernel_size // 2),
+                dilation=dilation,
                 groups=channels,
                 bias=False,
             ),
@@ -100,6 +113,47 @@ def _maxpool3x3(c: int) -> nn.Module:
     return nn.MaxPool2d(3, stride=1, padding=1)
 
 
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLab v3+), at ``channels`` per branch: conv 1x1,
+    conv 3x3 at rates 2 and 4 (each + BN + ReLU) and image-level pooling (global average,
+    conv 1x1 + ReLU, spread back over the map), concatenated and fused by conv 1x1 + BN + ReLU.
+
+    The pooled branch has no BatchNorm: on a 1x1 map of a batch of one it has a single value
+    per channel, which BatchNorm cannot normalise in training.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.branches = nn.ModuleList(
+            [ConvBnAct(c, c, 1), ConvBnAct(c, c, 3, dilation=2), ConvBnAct(c, c, 3, dilation=4)]
+        )
+        self.image = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1), nn.ReLU(inplace=True)
+        )
+        self.fuse = ConvBnAct(4 * c, c, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # A loop TorchScript can type (it cannot a starred generator), as export needs.
+        maps: list[Tensor] = []
+        for branch in self.branches:
+            maps.append(branch(x))
+        maps.append(self.image(x).expand(-1, -1, x.shape[-2], x.shape[-1]))
+        return self.fuse(torch.cat(maps, dim=1))
+
+
+def _dilconv3x3_r2(c: int) -> nn.Module:
+    return ConvBnAct(c, c, 3, dilation=2)
+
+
+def _dilconv3x3_r4(c: int) -> nn.Module:
+    return ConvBnAct(c, c, 3, dilation=4)
+
+
+def _dilsep3x3_r2(c: int) -> nn.Module:
+    return SepConvBnAct(c, 3, dilation=2)
+
+
 # One named factory per cell: a table rather than closures built in a loop, so that each index
 # provably builds its own operation (a late-binding closure once made every branch the same op).
 OPS: dict[str, Callable[[int], nn.Module]] = {
@@ -109,16 +163,20 @@ OPS: dict[str, Callable[[int], nn.Module]] = {
     "sep5x5": _sep5x5,
     "avgpool3x3": _avgpool3x3,
     "maxpool3x3": _maxpool3x3,
+    "dilconv3x3_r2": _dilconv3x3_r2,
+    "dilconv3x3_r4": _dilconv3x3_r4,
+    "dilsep3x3_r2": _dilsep3x3_r2,
+    "aspp": ASPP,
 }
-if tuple(OPS) != CELL_NAMES:  # the index of a cell is its position in both
-    raise ImportError("supernet.cells.OPS and supernet.space.CELL_NAMES disagree")
+if tuple(OPS) != tuple(CELL_REGISTRY):  # one registry: the names, and what builds each
+    raise ImportError("supernet.cells.OPS and supernet.space.CELL_REGISTRY disagree")
 
 
 class Cell(nn.Module):
     """One searchable cell: ``conv1x1 + BN + ReLU`` followed by the named operation.
 
     Args:
-        name: one of ``CELL_NAMES``.
+        name: one of ``CELL_REGISTRY``.
         channels: input and output channels.
     """
 

@@ -25,7 +25,24 @@ CELL_NAMES: tuple[str, ...] = (
     "avgpool3x3",
     "maxpool3x3",
 )
-"""The paper's six cells in index order; ``supernet.cells.OPS`` builds each one."""
+"""The paper's six cells in index order: a space's cells unless it names others."""
+
+CELL_REGISTRY: dict[str, str] = {
+    "conv3x3": "conv 3x3 + BN + ReLU",
+    "sep3x3": "depthwise-separable conv 3x3 + BN + ReLU",
+    "conv5x5": "conv 5x5 + BN + ReLU",
+    "sep5x5": "depthwise-separable conv 5x5 + BN + ReLU",
+    "avgpool3x3": "average pooling 3x3, stride 1",
+    "maxpool3x3": "max pooling 3x3, stride 1",
+    "dilconv3x3_r2": "dilated conv 3x3, rate 2 (a 5x5 field) + BN + ReLU",
+    "dilconv3x3_r4": "dilated conv 3x3, rate 4 (a 9x9 field) + BN + ReLU",
+    "dilsep3x3_r2": "dilated depthwise-separable conv 3x3, rate 2 + BN + ReLU",
+    "aspp": "ASPP: conv 1x1, conv 3x3 at rates 2 and 4, image pooling, in parallel; "
+    "fused by conv 1x1 + BN + ReLU",
+}
+"""Every cell a space may name, with what it computes after the common ``conv1x1 + BN + ReLU``
+(``supernet.cells.OPS`` builds each): the paper's six, then the dilated and ASPP cells of its
+future work (DeepLab v3+'s atrous convolutions). Torch-free, so the API validates spaces."""
 
 Arch = tuple[int, ...]
 """An architecture: one cell index per encoder layer."""
@@ -42,7 +59,9 @@ class SearchSpace(BaseModel):
     Args:
         layers: encoder layers (the decoder has as many).
         channels: feature channels, constant through the network as in ENAS macro search.
-        cells: candidate cell names, in index order; defaults to the paper's six.
+        cells: candidate cell names, in index order: any cells of ``CELL_REGISTRY``
+            (``segnas cells``) in any order; defaults to the paper's six, so an architecture
+            string's indices refer to this list.
         reductions: encoder layers followed by stride-2 pooling (and, mirrored, decoder layers
             preceded by upsampling); defaults to ``n//3 - 1`` and ``2n//3 - 1``.
         num_classes: output classes of the segmentation head.
@@ -73,9 +92,9 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpace:
-        unknown = [c for c in self.cells if c not in CELL_NAMES]
+        unknown = [c for c in self.cells if c not in CELL_REGISTRY]
         if unknown:
-            raise ValueError(f"unknown cells {unknown}; known cells are {list(CELL_NAMES)}")
+            raise ValueError(f"unknown cells {unknown}; known cells are {list(CELL_REGISTRY)}")
         if not self.cells or len(set(self.cells)) != len(self.cells):
             raise ValueError("cells must be a non-empty list of distinct cell names")
         reds = self.reductions

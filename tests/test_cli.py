@@ -9,6 +9,7 @@ from PIL import Image
 
 from segnas.cli import main
 from supernet.data.digits import DIGIT_CLASSES
+from supernet.space import CELL_NAMES, CELL_REGISTRY
 
 FIXTURE = Path(__file__).parent / "fixtures" / "voc2012-sample"
 PAPER_ARCH = "0 5 5 2 2 2 4 5 3 5 3 4"
@@ -41,6 +42,23 @@ def test_arch_describe_json(capsys):
     assert cells < out["params"]
 
 
+def test_cells_lists_the_registry_with_the_papers_six_first(capsys):
+    out = run_json(capsys, "cells", "--channels", "8")
+    names = [c["name"] for c in out["cells"]]
+    assert names == list(CELL_REGISTRY) and out["default"] == list(CELL_NAMES)
+    assert [c["default_index"] for c in out["cells"][:6]] == list(range(6))
+    assert all(c["default_index"] is None for c in out["cells"][6:])
+    assert all(c["params"] > 0 and c["description"] for c in out["cells"])
+
+
+def test_arch_describe_reads_the_indices_in_the_spaces_own_cells(capsys):
+    out = run_json(capsys, "arch", "describe", "1 0", "--cells", "conv3x3,aspp", "--size", "32")
+    assert [row["name"] for row in out["layers"]] == ["aspp", "conv3x3"]  # the length: 2 layers
+    assert "unknown cells ['conv7x7']" in run_error(
+        capsys, "arch", "describe", "0", "--cells", "conv7x7"
+    )
+
+
 def test_arch_describe_table(capsys):
     assert main(["arch", "describe", PAPER_ARCH, "--size", "32"]) == 0
     out = capsys.readouterr().out
@@ -56,7 +74,7 @@ def test_arch_describe_params_match_channels_and_classes(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["arch", "describe", "0 5 5"], "has 3 layers, the search space has 12"),
+        (["arch", "describe", "0 5 5", "--layers", "12"], "has 3 layers, the search space has 12"),
         (["arch", "describe", "0 5 5 2 2 2 4 5 3 5 3 9"], "layer 11 has cell index 9"),
         (["arch", "describe", PAPER_ARCH, "--channels", "0"], "channels"),
         (["arch", "describe", PAPER_ARCH, "--size", "3"], "--size must be between 4"),

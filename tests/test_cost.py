@@ -15,7 +15,7 @@ from searchspec.spec import load_search_spec, parse_search_spec
 from supernet.data import load_dataset, parse_dataset_spec
 from supernet.network import SuperNet, build_child
 from supernet.profile import count_params
-from supernet.space import SearchSpace
+from supernet.space import CELL_REGISTRY, SearchSpace
 from supernet.training import segmentation_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +26,8 @@ SPACES: list[dict[str, Any]] = [
     {"layers": 5, "channels": 7, "cells": ("sep5x5", "sep3x3", "conv3x3"), "in_channels": 1},
     {"layers": 6, "channels": 4, "cells": ("conv3x3", "avgpool3x3"), "reductions": (0, 2, 4)},
     {"layers": 1, "channels": 3, "num_classes": 2, "reductions": ()},
+    # every registered cell: a cell added to the registry needs its formula here
+    {"layers": 4, "channels": 6, "cells": tuple(CELL_REGISTRY)},
 ]
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from supernet.cells import CELL_NAMES, Cell
+from supernet.cells import ASPP, Cell
 from supernet.network import ChildNet, SuperNet, build_child
 from supernet.profile import ChildSizes, count_flops, count_params
-from supernet.space import SearchSpace
+from supernet.space import CELL_NAMES, CELL_REGISTRY, SearchSpace
 
 SMALL = SearchSpace(layers=6, channels=8, num_classes=5)
 PAPER_ARCH = (0, 5, 5, 2, 2, 2, 4, 5, 3, 5, 3, 4)
@@ -21,7 +21,12 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.mark.parametrize("name", CELL_NAMES)
+REGISTRY = tuple(CELL_REGISTRY)
+EVERY_CELL = SearchSpace(layers=4, channels=8, num_classes=5, cells=REGISTRY)
+"""A space of every registered cell: a cell added to the registry is tested by being there."""
+
+
+@pytest.mark.parametrize("name", REGISTRY)
 def test_every_cell_keeps_shape_and_is_finite(name):
     cell = Cell(name, 8)
     x = torch.randn(2, 8, 9, 7)
@@ -30,7 +35,7 @@ def test_every_cell_keeps_shape_and_is_finite(name):
     assert torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("name", CELL_NAMES)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_every_cell_starts_with_conv1x1_bn_relu(name):
     proj = Cell(name, 8).proj
     assert isinstance(proj[0], nn.Conv2d) and proj[0].kernel_size == (1, 1)
@@ -49,6 +54,45 @@ def test_cells_are_the_papers_operations():
         assert isinstance(ops[name][2], nn.BatchNorm2d) and isinstance(ops[name][3], nn.ReLU)
     assert isinstance(ops["avgpool3x3"], nn.AvgPool2d) and ops["avgpool3x3"].stride == 1
     assert isinstance(ops["maxpool3x3"], nn.MaxPool2d) and ops["maxpool3x3"].stride == 1
+
+
+def test_the_dilated_and_aspp_cells_are_deeplabs_operations():
+    c = 8
+    ops = {name: Cell(name, c).op for name in REGISTRY[len(CELL_NAMES) :]}
+    for name, rate in (("dilconv3x3_r2", 2), ("dilconv3x3_r4", 4)):
+        conv = ops[name][0]
+        assert conv.kernel_size == (3, 3) and conv.dilation == (rate, rate) and conv.groups == 1
+    depthwise, pointwise = ops["dilsep3x3_r2"][0], ops["dilsep3x3_r2"][1]
+    assert depthwise.dilation == (2, 2) and depthwise.groups == c
+    assert pointwise.kernel_size == (1, 1)
+    aspp = ops["aspp"]
+    assert isinstance(aspp, ASPP)
+    rates = [b[0].dilation[0] for b in aspp.branches]
+    kernels = [b[0].kernel_size[0] for b in aspp.branches]
+    assert list(zip(kernels, rates, strict=True)) == [(1, 1), (3, 2), (3, 4)]
+    assert isinstance(aspp.image[0], nn.AdaptiveAvgPool2d)
+    assert aspp.fuse[0].in_channels == 4 * c and aspp.fuse[0].out_channels == c
+    assert isinstance(aspp.fuse[1], nn.BatchNorm2d)
+
+
+def test_the_aspp_cell_sees_the_whole_image():
+    # Image-level pooling: a change far from a pixel reaches it through one cell, which no
+    # 3x3 at rate 4 (a 9x9 field) could do on a 32-pixel map.
+    cell = Cell("aspp", 4).eval()
+    x = torch.randn(1, 4, 32, 32)
+    y = x.clone()
+    y[..., 31, 31] += 10.0
+    assert not torch.allclose(cell(x)[..., 0, 0], cell(y)[..., 0, 0])
+    conv = Cell("dilconv3x3_r4", 4).eval()
+    torch.testing.assert_close(conv(x)[..., 0, 0], conv(y)[..., 0, 0])
+
+
+def test_a_space_names_registered_cells_in_any_order_and_refuses_others():
+    space = SearchSpace(layers=2, channels=4, num_classes=3, cells=("aspp", "conv3x3"))
+    assert [c.name for c in SuperNet(space).encoder[0]] == ["aspp", "conv3x3"]
+    with pytest.raises(ValueError, match="unknown cells"):
+        SearchSpace(layers=2, channels=4, num_classes=3, cells=("conv7x7",))
+    assert SearchSpace().cells == CELL_NAMES  # the paper's six stay the default
 
 
 @pytest.mark.parametrize("name", ["avgpool3x3", "maxpool3x3"])
@@ -116,13 +160,17 @@ def test_output_has_input_resolution(size):
         SearchSpace(layers=6, channels=8, num_classes=5, reductions=(0, 5)),
         SearchSpace(layers=6, channels=8, num_classes=5, reductions=()),
         SearchSpace(layers=1, channels=4, num_classes=2),
+        EVERY_CELL,
     ],
-    ids=["default", "sum", "first-last", "no-reduction", "one-layer"],
+    ids=["default", "sum", "first-last", "no-reduction", "one-layer", "every-cell"],
 )
 def test_child_matches_supernet_numerically(space):
     net = SuperNet(space)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     archs = [tuple(a[i % len(a)] for i in range(space.layers)) for a in ARCHS_6]
+    if space is EVERY_CELL:  # every registered cell, in every layer once
+        n = len(space.cells)
+        archs = [tuple((k + i) % n for i in range(space.layers)) for k in range(n)]
     for arch in archs:  # a few steps so that weights and BN statistics are not the initial ones
         optimizer.zero_grad()
         net(torch.randn(4, 3, 16, 16), arch).pow(2).mean().backward()
@@ -172,9 +220,17 @@ def test_fresh_child_has_the_same_parameters_layout():
 
 # TorchScript is deprecated in torch 2.13 but is still the format the issue asks for.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("arch", [PAPER_ARCH, (4,) * 12, (1, 3) * 6])
-def test_child_is_torchscriptable(arch):
-    space = SearchSpace(channels=8, num_classes=22)
+@pytest.mark.parametrize(
+    "cells, arch",
+    [
+        (CELL_NAMES, PAPER_ARCH),
+        (CELL_NAMES, (4,) * 12),
+        (CELL_NAMES, (1, 3) * 6),
+        *[(REGISTRY, (k,) * 12) for k in range(len(CELL_NAMES), len(REGISTRY))],
+    ],
+)
+def test_child_is_torchscriptable(cells, arch):
+    space = SearchSpace(channels=8, num_classes=22, cells=cells)
     child = build_child(space, arch).eval()
     scripted = torch.jit.script(child)
     x = torch.randn(1, 3, 20, 20)
@@ -344,6 +400,17 @@ def test_child_sizes_count_the_flops_of_every_architecture_as_a_forward_pass_doe
     for arch in itertools.product(range(len(space.cells)), repeat=space.layers):  # all 216
         child = build_child(space, arch)
         assert sizes.flops(arch) == count_flops(child, (size, size), space.in_channels), arch
+
+
+@pytest.mark.parametrize("name", REGISTRY)
+def test_child_sizes_count_every_registered_cell_as_building_it_does(name):
+    other = "sep3x3" if name == "conv3x3" else "conv3x3"
+    space = SearchSpace(layers=3, channels=6, num_classes=4, cells=(name, other))
+    sizes = ChildSizes(space, input_size=20)
+    for arch in itertools.product(range(2), repeat=space.layers):
+        child = build_child(space, arch)
+        assert sizes.params(arch) == count_params(child), arch
+        assert sizes.flops(arch) == count_flops(child, (20, 20), space.in_channels), arch
 
 
 def test_child_sizes_without_an_input_size_say_there_are_no_flops():

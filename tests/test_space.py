@@ -2,8 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from errors import ArchitectureError, SegnasError
-from supernet.cells import CELL_NAMES
-from supernet.space import SearchSpace, default_reductions, format_arch
+from supernet.space import CELL_NAMES, SearchSpace, default_reductions, format_arch
 
 PAPER_ARCH = "0 5 5 2 2 2 4 5 3 5 3 4"
 

@@ -11,7 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     describe = actions.add_parser("describe", help="per-layer table, parameters and FLOPs")
     describe.add_argument("arch", help='cell indices, e.g. "0 5 5 2 2 2 4 5 3 5 3 4"')
-    describe.add_argument("--layers", type=int, default=12, help="encoder layers (default 12)")
+    describe.add_argument(
+        "--layers", type=int, help="encoder layers (default: the architecture's length)"
+    )
     describe.add_argument("--classes", type=int, default=21, help="output classes (default 21)")
     describe.add_argument("--channels", type=int, default=36, help="channels (default 36)")
     describe.add_argument(
@@ -20,21 +22,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     describe.add_argument(
         "--skip-merge", choices=("concat", "sum"), default="concat", help="how long skips merge"
     )
+    describe.add_argument(
+        "--cells",
+        metavar="NAME,NAME,...",
+        help="the space's cells, in index order (default: the paper's six; see segnas cells)",
+    )
     add_json_argument(describe)
 
 
 def run(args: argparse.Namespace) -> int:
-    from errors import ConfigError
+    from pydantic import ValidationError
+
+    from errors import ConfigError, validation_problems
     from supernet.network import build_child
     from supernet.profile import count_flops, count_params
-    from supernet.space import SearchSpace, format_arch
+    from supernet.space import CELL_NAMES, SearchSpace, arch_tokens, format_arch
 
-    space = SearchSpace(
-        layers=args.layers,
-        channels=args.channels,
-        num_classes=args.classes,
-        skip_merge=args.skip_merge,
-    )
+    cells = CELL_NAMES
+    if args.cells is not None:
+        cells = tuple(name.strip() for name in args.cells.split(",") if name.strip())
+    layers = args.layers if args.layers is not None else len(arch_tokens(args.arch)) or 12
+    try:
+        space = SearchSpace(
+            layers=layers,
+            channels=args.channels,
+            num_classes=args.classes,
+            skip_merge=args.skip_merge,
+            cells=cells,
+        )
+    except ValidationError as e:  # one line, as every user error
+        raise ConfigError(f"invalid space: {validation_problems(e)}") from None
     if not space.min_input_size <= args.size <= 8192:
         raise ConfigError(
             f"--size must be between {space.min_input_size} (one pixel left after "
