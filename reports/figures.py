@@ -36,10 +36,15 @@ CELL_COLOURS: dict[str, str] = {
     "sep5x5": "#4daf62",
     "avgpool3x3": "#fdc086",
     "maxpool3x3": "#f08a4b",
+    "dilconv3x3_r2": "#bcbddc",
+    "dilconv3x3_r4": "#9e9ac8",
+    "dilsep3x3_r2": "#dadaeb",
+    "aspp": "#fbb4c4",
 }
-"""Fill colour of each of the paper's cells: blues convolve, greens are separable, oranges pool."""
+"""Fill colour of each registered cell: blues convolve, greens are separable, oranges pool,
+purples are dilated, pink is ASPP."""
 
-_EXTRA_COLOURS = ("#bcbddc", "#fbb4c4", "#d9d9d9", "#ffed6f", "#ccebc5", "#b3de69")
+_EXTRA_COLOURS = ("#d9d9d9", "#ffed6f", "#ccebc5", "#b3de69")
 
 REWARD_COLOURS: dict[str, str] = {"accuracy": "#1f77b4", "miou": "#d62728", "miou_plus": "#2ca02c"}
 _MORE_LINE_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -81,7 +86,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def cell_colour(name: str, index: int) -> str:
-    """Fill colour of a cell: the paper's cells have fixed colours, others take a spare one."""
+    """Fill colour of a cell: registered cells have fixed colours, others take a spare one."""
     return CELL_COLOURS.get(name, _EXTRA_COLOURS[index % len(_EXTRA_COLOURS)])
 
 

@@ -86,7 +86,7 @@ def parse_yaml_spec(text: str) -> dict[str, Any]:
 
 def read_presets(folder: Path = CONFIGS_DIR) -> list[Preset]:
     presets = []
-    for path in sorted(folder.glob("*.yaml"))[:MAX_PRESETS]:
+    for path in sorted(folder.glob("*.yaml"), key=lambda p: p.stem)[:MAX_PRESETS]:  # by name
         text = path.read_text(encoding="utf-8")
         comment = next((ln for ln in text.splitlines() if ln.startswith("#")), "#")
         presets.append(

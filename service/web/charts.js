@@ -281,8 +281,13 @@ const CHARTS = (() => {
     sep5x5: "#1e8a63",
     avgpool3x3: "#e0a526",
     maxpool3x3: "#e0682b",
+    // the dilated and ASPP cells (supernet.space.CELL_REGISTRY): purples see wider
+    dilconv3x3_r2: "#8b6fd6",
+    dilconv3x3_r4: "#6a4fb8",
+    dilsep3x3_r2: "#b49be8",
+    aspp: "#c2569b",
   };
-  const FALLBACK_COLORS = ["#8b6fd6", "#c2569b", "#5aa3b5", "#8a9a3a", "#a0725a", "#6b7280"];
+  const FALLBACK_COLORS = ["#5aa3b5", "#8a9a3a", "#a0725a", "#6b7280"];
 
   function cellColor(name, index) {
     return CELL_COLORS[name] || FALLBACK_COLORS[index % FALLBACK_COLORS.length];
