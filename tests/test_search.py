@@ -19,6 +19,7 @@ from storage.migrate import upgrade
 from storage.searches import SearchStore
 from supernet.network import build_child
 from supernet.profile import count_flops, count_params
+from supernet.space import CELL_NAMES, CELL_REGISTRY
 from workers.driver import SearchCancelledError, SearchDriver, SearchOutcome, SearchProgress
 from workers.entry import run_search
 
@@ -169,6 +170,17 @@ def test_a_size_aware_reward_weighs_each_sample_by_its_size(
     best = max(derive, key=lambda s: s.reward)
     assert outcome.best_arch == best.arch and outcome.best_reward == best.reward
     assert outcome.metrics["miou"] == pytest.approx(best.miou)  # the metrics stay the metric's
+
+
+def test_a_search_over_every_registered_cell_runs_and_keeps_its_list(
+    store: SearchStore, tmp_path: Path
+) -> None:
+    cells = list(CELL_REGISTRY)
+    outcome = run(store, tmp_path, tiny(epochs=1, **{"space.cells": cells}))
+    assert outcome.status == "succeeded"
+    assert store.get(outcome.search_id).spec["space"]["cells"] == cells  # what indices mean
+    chosen = {c for s in store.samples(outcome.search_id) for c in s.arch}
+    assert chosen <= set(range(len(cells))) and max(chosen) >= len(CELL_NAMES)
 
 
 def test_resume_after_interruption_writes_exactly_the_uninterrupted_rows(
