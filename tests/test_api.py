@@ -561,6 +561,7 @@ def test_an_architecture_carries_its_slot_arch_reward_and_metrics(api: TestClien
         "miou_plus": pytest.approx(0.57),
         "policy_version": 14,
         "params": None,  # the test's row has none; a search's rows have theirs
+        "flops": None,  # likewise
         "count": 1,
     }
 
