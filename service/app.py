@@ -26,6 +26,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from errors import ConfigError
 from jobqueue import DispatcherHeartbeats, JobQueue, QueueUnavailableError, redis_client
+from service.answers import AnswerCache
 from service.auth import router as auth_router
 from service.blocking import make_pool
 from service.evaluations import router as evaluations_router
@@ -38,7 +39,6 @@ from service.settings import Settings
 from service.specs import router as specs_router
 from storage.engine import make_engine
 from storage.leases import SearchLeases
-from storage.rewards import CurveCache
 from storage.searches import IdempotencyConflictError, SearchNotFoundError, SearchStore
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def create_app(
             else app.state.store.engine
         )
         app.state.settings = settings
-        app.state.curve_bodies = CurveCache()  # GET /rewards: an unchanged answer's bytes
+        app.state.curve_answers = AnswerCache()  # GET /rewards: an unchanged answer's bytes
         app.state.local_admin = None  # the account of `auth: off`, read on first use
         # What start-up built (FastAPI, pydantic, SQLAlchemy) lives as long as the process:
         # out of the collector's way, full collections under load pause for a few ms, not 70.

@@ -17,6 +17,7 @@ from errors import DatasetError
 from jobqueue import QueueUnavailableError
 from searchspec.budget import over_budget
 from searchspec.spec import SearchSpec
+from service.answers import AnswerCache
 from service.auth import UNAUTHORIZED, CurrentUser, UserOrPage, check_owner, owned_search
 from service.blocking import blocking
 from service.cursors import (
@@ -48,7 +49,6 @@ from service.schemas import (
 from storage.accounts import Principal
 from storage.leases import CancelOutcome
 from storage.retrains import RetrainStore, StoredRetrainRecord
-from storage.rewards import CurveCache
 from storage.samples import MAX_CELL, MAX_EPOCH, MAX_LAYER, SampleQuery, SampleSort, cursor_of
 from storage.searches import (
     FINISHED_STATUSES,
@@ -349,29 +349,30 @@ async def reward_curve(
     store = request.app.state.store
     cursor = None if after is None else tuple(int(x) for x in after.split("."))
 
-    bodies: CurveCache[bytes] = request.app.state.curve_bodies
+    answers: AnswerCache = request.app.state.curve_answers
 
     def read() -> bytes:
         owned_search(store, user, search_id)  # 404 for an unknown id, not an empty curve
+        if cursor is None:
+            # A whole curve that has not changed is answered with the bytes made of it before:
+            # reading, building and serialising 2,000 points was most of the answer's time.
+            cached = answers.get((search_id, max_points, *store.reward_counts(search_id)))
+            if cached is not None:
+                return cached
         curve = store.reward_steps(search_id, after=cursor, max_points=max_points)
-        # A whole curve that has not changed is answered with the bytes made of it before:
-        # building and serialising 2,000 points was most of the answer's time.
-        key = (search_id, max_points, curve.steps, curve.samples)
-        body = bodies.get(key) if cursor is None else None
-        if body is None:
-            last = curve.points[-1] if curve.points else None
-            answer = RewardCurve.model_validate(
-                {
-                    "points": curve.points,
-                    "downsampled": curve.downsampled,
-                    "steps": curve.steps,
-                    "next": f"{last.epoch}.{last.step}" if last else after,
-                },
-                from_attributes=True,
-            )
-            body = answer.model_dump_json().encode()  # off the event loop: up to 20,000 points
-            if cursor is None:
-                bodies.put(key, body)
+        last = curve.points[-1] if curve.points else None
+        answer = RewardCurve.model_validate(
+            {
+                "points": curve.points,
+                "downsampled": curve.downsampled,
+                "steps": curve.steps,
+                "next": f"{last.epoch}.{last.step}" if last else after,
+            },
+            from_attributes=True,
+        )
+        body = answer.model_dump_json().encode()  # off the event loop: up to 20,000 points
+        if cursor is None:  # under the counts it was read at, which a step since only raises
+            answers.put((search_id, max_points, curve.steps, curve.samples), body)
         return body
 
     return Response(await blocking(request, read), media_type="application/json")

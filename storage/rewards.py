@@ -10,10 +10,8 @@ bounded number of points, each a bucket of consecutive steps.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, tuple_
@@ -45,7 +43,7 @@ class Curve(BaseModel):
     points: list[CurvePoint]
     downsampled: bool
     steps: int  # the search's controller steps in all
-    samples: int  # and their samples: with ``steps``, what tells whether the curve changed
+    samples: int  # and their samples (``curve_counts``)
 
 
 def add_step_rewards(session: Session, search_id: str, rows: Iterable[Any]) -> None:
@@ -80,33 +78,14 @@ def add_step_rewards(session: Session, search_id: str, rows: Iterable[Any]) -> N
     session.execute(statement)
 
 
-T = TypeVar("T")
-
-
-class CurveCache(Generic[T]):
-    """The latest whole curves read (or the answers made of them), by search, size, and the
-    search's step and sample counts: a curve that has not changed (every finished search's,
-    and a running one's between two steps) is built once, however many clients read it.
-    Thread-safe; ``size`` at most."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._curves: OrderedDict[tuple[Any, ...], T] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> T | None:
-        with self._lock:
-            curve = self._curves.get(key)
-            if curve is not None:
-                self._curves.move_to_end(key)
-            return curve
-
-    def put(self, key: tuple[Any, ...], curve: T) -> None:
-        with self._lock:
-            self._curves[key] = curve
-            self._curves.move_to_end(key)
-            while len(self._curves) > self.size:
-                self._curves.popitem(last=False)
+def curve_counts(session: Session, search_id: str) -> tuple[int, int]:
+    """The search's controller steps and their samples. Steps are only added (or, on a
+    resume, rewritten alike) and samples only added to them: the two tell whether the curve
+    changed."""
+    total, samples = session.execute(
+        select(func.count(), func.sum(RewardStep.samples)).where(RewardStep.search_id == search_id)
+    ).one()
+    return total or 0, int(samples or 0)
 
 
 def read_curve(
@@ -115,25 +94,10 @@ def read_curve(
     *,
     after: tuple[int, int] | None = None,
     max_points: int | None = None,
-    cache: CurveCache[Curve] | None = None,
 ) -> Curve:
     """The search's curve, from the step after ``after`` on (None: from the start), in at
-    most ``max_points`` points (None: one per step); a whole curve from ``cache`` when the
-    search has had no step since it was built."""
-    mine = RewardStep.search_id == search_id
-    # Steps are only added (or, on a resume, rewritten alike) and samples only added to them:
-    # the count of both tells whether the curve changed.
-    total, samples = session.execute(
-        select(func.count(), func.sum(RewardStep.samples)).where(mine)
-    ).one()
-    total, samples = total or 0, int(samples or 0)
-    cache_key = (search_id, max_points, total, samples)
-    if after is None and cache is not None:
-        cached = cache.get(cache_key)
-        if cached is None:
-            cached = _read_steps(session, search_id, None, max_points, total, samples)
-            cache.put(cache_key, cached)
-        return cached
+    most ``max_points`` points (None: one per step)."""
+    total, samples = curve_counts(session, search_id)
     return _read_steps(session, search_id, after, max_points, total, samples)
 
 

@@ -43,7 +43,7 @@ from storage.models import (
     User,
     utcnow,
 )
-from storage.rewards import Curve, CurveCache, add_step_rewards, read_curve
+from storage.rewards import Curve, add_step_rewards, curve_counts, read_curve
 from storage.samples import SampleCursor, SampleQuery, sample_page_statement
 
 
@@ -179,7 +179,6 @@ class SearchStore:
         # trip (no BEGIN, no COMMIT). Same pool as the engine.
         self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._local_admin_id: int | None = None
-        self._curves: CurveCache[Curve] = CurveCache()  # an unchanged curve is built once
 
     def close(self) -> None:
         self.engine.dispose()
@@ -514,7 +513,13 @@ class SearchStore:
         """The curve from the step after ``after`` on, in at most ``max_points`` points
         (``storage.rewards.read_curve``): what the page polls."""
         with self._session() as s:
-            return read_curve(s, search_id, after=after, max_points=max_points, cache=self._curves)
+            return read_curve(s, search_id, after=after, max_points=max_points)
+
+    def reward_counts(self, search_id: str) -> tuple[int, int]:
+        """The search's controller steps and their samples: whether its curve changed
+        (``storage.rewards.curve_counts``)."""
+        with self._session() as s:
+            return curve_counts(s, search_id)
 
     def count_samples(self, search_id: str) -> int:
         with self._session() as s:
