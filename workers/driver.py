@@ -337,17 +337,17 @@ class SearchDriver:
                     pending[replica.score_minibatch.remote(archs, minibatch, phase.batch_size)] = (
                         part
                     )
-            metrics: dict[int, dict[str, float]] = {}
+            scored_rows: dict[int, SampleRecord] = {}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 part = pending.pop(ready[0])
                 scored = group.gather(ready)[0]
                 for i, m in zip(part, scored, strict=True):
-                    metrics[i] = m
-                report = {
-                    batch.samples[i].sample_id: self._reward(metrics[i], batch.samples[i].arch)
-                    for i in part
-                }
+                    arch = batch.samples[i].arch
+                    scored_rows[i] = self._sample_row(
+                        "controller", epoch, step, i, arch, m, batch.version
+                    )
+                report = {batch.samples[i].sample_id: scored_rows[i].reward for i in part}
                 update = group.gather([group.controller.report.remote(batch.version, report)])[0]
                 if update is not None:
                     last = {
@@ -355,10 +355,7 @@ class SearchDriver:
                         "mean_reward": update.mean_reward,
                         "baseline": update.baseline,
                     }
-            rows = [
-                self._sample_row("controller", epoch, step, i, s.arch, metrics[i], batch.version)
-                for i, s in enumerate(batch.samples)
-            ]
+            rows = [scored_rows[i] for i in range(size)]
             self.store.add_samples(self.search_id, rows, fence=self.fence)
             for row in rows:
                 rewards.append(row.reward)
@@ -463,29 +460,29 @@ class SearchDriver:
     ) -> SampleRecord:
         sizes = self._group.sizes
         assert sizes is not None, "the replicas describe the space before any sample"
+        params, flops = sizes.params(arch), sizes.flops(arch)
         return SampleRecord(
             phase=phase,
             epoch=epoch,
             step=step,
             index=index,
             arch=list(arch),
-            reward=self._reward(metrics, arch),
+            reward=self._reward(metrics, params, flops),
             policy_version=version,
-            params=sizes.params(arch),
-            flops=sizes.flops(arch),
+            params=params,
+            flops=flops,
             **{k: metrics[k] for k in METRIC_NAMES},
         )
 
-    def _reward(self, metrics: dict[str, float], arch: Sequence[int]) -> float:
-        """What the controller is rewarded with for ``arch`` scored ``metrics``: the spec's
-        metric, weighed by the architecture's size when the spec asks (``reward_cost``)."""
+    def _reward(self, metrics: dict[str, float], params: int, flops: int) -> float:
+        """What the controller is rewarded with for an architecture of ``params`` and
+        ``flops`` scored ``metrics``: the spec's metric, weighed by the size when the spec asks
+        (``reward_cost``)."""
         value = metrics[self.spec.reward]
         cost = self.spec.reward_cost
         if cost is None:
             return value
-        sizes = self._group.sizes
-        assert sizes is not None, "the replicas describe the space before any sample"
-        return cost.weigh(value, sizes.params(arch) if cost.cost == "params" else sizes.flops(arch))
+        return cost.weigh(value, params if cost.cost == "params" else flops)
 
     def _report(
         self, *, epoch: int, phase: str, step: int, steps: int, best: _Best | None = None
