@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -114,6 +115,13 @@ def search_labels(searches: Sequence[SearchSummary]) -> list[str]:
     ]
 
 
+def _line_chart_axes(ax: Axes) -> None:
+    """The light grid behind the data and no top or right frame of the line charts."""
+    ax.grid(True, color="#e3e3e3", lw=0.8)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
 def reward_curve_png(searches: Sequence[SearchSummary], path: Path) -> Path:
     """Mean reward of each controller step (solid) and the best so far (dashed), per search.
 
@@ -150,9 +158,7 @@ def reward_curve_png(searches: Sequence[SearchSummary], path: Path) -> Path:
     ax.set_xlabel("controller step (all epochs, in order)")
     ax.set_ylabel("reward (each search's own reward function)")
     ax.set_title("Controller reward during the search")
-    ax.grid(True, color="#e3e3e3", lw=0.8)
-    ax.set_axisbelow(True)
-    ax.spines[["top", "right"]].set_visible(False)
+    _line_chart_axes(ax)
     return _save(fig, path)
 
 
@@ -184,9 +190,7 @@ def size_front_png(searches: Sequence[SearchSummary], path: Path) -> Path:
     ax.set_xlabel("parameters (thousands)")
     ax.set_ylabel("test mIoU, retrained from scratch")
     ax.set_title("Retrained quality against size")
-    ax.grid(True, color="#e3e3e3", lw=0.8)
-    ax.set_axisbelow(True)
-    ax.spines[["top", "right"]].set_visible(False)
+    _line_chart_axes(ax)
     return _save(fig, path)
 
 
