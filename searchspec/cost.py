@@ -250,19 +250,9 @@ separable conv 3, average pooling its output, max pooling its output and int64 i
 ASPP 12: three branches of 2, the spread pooled map, the concatenation (4) and its fuse (2)."""
 
 
-def _resolutions(space: SearchSpace, size: int) -> list[int]:
-    """Side of the feature maps at each encoder layer (the decoder mirrors them)."""
-    sides, side = [], size
-    for layer in range(space.layers):
-        sides.append(side)
-        if layer in space.reductions:
-            side //= 2
-    return sides
-
-
 def _train_elements(space: SearchSpace, size: int) -> int:
     """float32 elements one training image keeps for backward through the costliest child."""
-    c, sides = space.channels, _resolutions(space, size)
+    c, sides = space.channels, space.sides(size)
     per_cell = max(_CELL_TENSORS.get(name, _MAXPOOL_CELL_TENSORS) for name in space.cells)
     elements = (space.in_channels + 2) * size * size  # the image and its int64 labels
     elements += 2 * c * size * size  # stem: conv and BatchNorm outputs
@@ -280,7 +270,7 @@ def _train_elements(space: SearchSpace, size: int) -> int:
 def _score_elements(space: SearchSpace, size: int) -> int:
     """float32 elements one scored image needs at once (no gradients): the image and labels,
     the skips kept for the decoder, a cell's few maps at full size, logits and predictions."""
-    c, sides = space.channels, _resolutions(space, size)
+    c, sides = space.channels, space.sides(size)
     skips = sum(c * sides[r] * sides[r] for r in space.reductions)
     return (
         (space.in_channels + 2) * size * size

@@ -66,17 +66,14 @@ class ChildSizes:
         self.frame_params = count_params(first) - 2 * space.layers * self.cell_params[0]
         if input_size is None:
             return
-        # Encoder layer i runs at the resolution after the poolings of the reductions before
-        # it (each halves, rounding down), and its decoder mirror at the same one.
-        sides = [input_size]
-        for _ in space.reductions:
-            sides.append(sides[-1] // 2)
-        self._layer_level = [sum(r < i for r in space.reductions) for i in range(space.layers)]
-        # [cell][level]: one forward of each cell kind at each resolution.
+        # Encoder layer i and its decoder mirror run at side sides[i]; each cell kind is counted
+        # once at each side there is.
+        self._sides = space.sides(input_size)
         self.cell_flops = [
-            [count_flops(cell, (side, side), space.channels) for side in sides] for cell in cells
-        ]
-        zeros = sum(self.cell_flops[0][level] for level in self._layer_level)
+            {side: count_flops(cell, (side, side), space.channels) for side in set(self._sides)}
+            for cell in cells
+        ]  # [cell][side]
+        zeros = sum(self.cell_flops[0][side] for side in self._sides)
         self.frame_flops = count_flops(first, (input_size, input_size), space.in_channels)
         self.frame_flops -= 2 * zeros
 
@@ -90,5 +87,5 @@ class ChildSizes:
             raise ValueError("ChildSizes was made without an input_size: no FLOPs to count")
         cells = self.space.check(arch)
         return self.frame_flops + 2 * sum(
-            self.cell_flops[c][level] for c, level in zip(cells, self._layer_level, strict=True)
+            self.cell_flops[c][side] for c, side in zip(cells, self._sides, strict=True)
         )

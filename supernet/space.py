@@ -110,6 +110,16 @@ class SearchSpace(BaseModel):
         """Number of candidate cells per layer."""
         return len(self.cells)
 
+    def sides(self, size: int) -> list[int]:
+        """Side of the feature maps each encoder layer runs at (its decoder mirror too) on a
+        ``size x size`` input: the pooling after each reduction halves it, rounding down."""
+        sides, side = [], size
+        for layer in range(self.layers):
+            sides.append(side)
+            if layer in self.reductions:
+                side //= 2
+        return sides
+
     @property
     def min_input_size(self) -> int:
         """Smallest input side the network accepts: each reduction halves it (floor)."""

@@ -63,22 +63,18 @@ def run(args: argparse.Namespace) -> int:
     flops = count_flops(child, (args.size, args.size), space.in_channels)
     encoder, decoder = child.layer_cells()
     reductions = set(space.reductions)
-    layers = []
-    side = args.size
-    for i, cell in enumerate(arch):
-        layers.append(
-            {
-                "layer": i,
-                "cell": cell,
-                "name": space.cell_name(cell),
-                "resolution": side,
-                "encoder_params": count_params(encoder[i]),
-                "decoder_params": count_params(decoder[space.layers - 1 - i]),
-                "reduction_after": i in reductions,
-            }
-        )
-        if i in reductions:
-            side //= 2  # 2x2 max pooling, floor mode
+    layers = [
+        {
+            "layer": i,
+            "cell": cell,
+            "name": space.cell_name(cell),
+            "resolution": side,
+            "encoder_params": count_params(encoder[i]),
+            "decoder_params": count_params(decoder[space.layers - 1 - i]),
+            "reduction_after": i in reductions,
+        }
+        for i, (cell, side) in enumerate(zip(arch, space.sides(args.size), strict=True))
+    ]
     if args.json:
         print_json(
             {
