@@ -14,6 +14,7 @@ from controller.config import ReinforceConfig
 from errors import ConfigError
 from searchspec.spec import SearchSpec, load_search_spec, parse_search_spec
 from supernet.data.specs import VocSpec
+from supernet.space import CELL_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -331,3 +332,15 @@ def test_dataset_without_a_kind_is_the_default_search_s_only_when_absent() -> No
     assert parse_search_spec({}).dataset.kind == "shapes"
     assert "dataset" in refusal({"dataset": {"kind": "imagenet"}})
     assert "dataset.root" in refusal({"dataset": {"kind": "voc"}})
+
+
+def test_the_extended_config_is_the_default_search_over_every_cell() -> None:
+    # docs/results.md compares the two: nothing but the cells may differ.
+    extended = load_search_spec(ROOT / "configs" / "shapes-extended.yaml")
+    assert extended.space.cells == tuple(CELL_REGISTRY)
+    assert extended.space.cells[:6] == SearchSpec().space.cells  # old indices keep their cells
+    ours = extended.model_dump(exclude={"name"})
+    ours["space"].pop("cells")
+    theirs = SearchSpec().model_dump(exclude={"name"})
+    theirs["space"].pop("cells")
+    assert ours == theirs
