@@ -33,7 +33,15 @@ MATCHED_METHODS: dict[str, str] = {m: f"param_matched_{r}" for r, m in ENAS_METH
 under its older name)."""
 SEARCH_METHODS: tuple[str, ...] = (*ENAS_METHODS.values(), "random_ws")
 CONTROL_METHODS: tuple[str, ...] = ("largest", "param_matched")
-METHODS: tuple[str, ...] = (*SEARCH_METHODS, *CONTROL_METHODS, *MATCHED_METHODS.values())
+SIZE_METHODS: tuple[str, ...] = ("unconstrained", "unconstrained_shrunk")
+"""Where the spec's reward weighs size: the same search with the metric alone, and its pick
+with fewer channels, as many parameters as the size-aware pick."""
+METHODS: tuple[str, ...] = (
+    *SEARCH_METHODS, *CONTROL_METHODS, *MATCHED_METHODS.values(), *SIZE_METHODS
+)  # fmt: skip
+
+Network = tuple[tuple[int, ...], int | None]
+"""What is trained: an architecture, and its channels where they are not its space's (None)."""
 
 
 class Trained(BaseModel):
@@ -45,23 +53,26 @@ class Trained(BaseModel):
     params: int | None
     seeds: int
     metrics: dict[str, float]
+    channels: int | None = None
 
 
-def retrained_means(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[int, ...], Trained]:
-    """Each architecture's test metrics averaged over the training seeds that produced them
+def retrained_means(rows: Sequence[Mapping[str, Any]]) -> dict[Network, Trained]:
+    """Each network's test metrics averaged over the training seeds that produced them
     (failed trainings, with no metrics, left out)."""
-    by_arch: dict[tuple[int, ...], list[Mapping[str, Any]]] = {}
+    by_network: dict[Network, list[Mapping[str, Any]]] = {}
     for row in rows:
         if row.get("miou") is not None:
-            by_arch.setdefault(tuple(row["arch"]), []).append(row)
+            key = (tuple(row["arch"]), row.get("channels"))
+            by_network.setdefault(key, []).append(row)
     return {
-        arch: Trained(
+        (arch, channels): Trained(
             arch=arch,
+            channels=channels,
             params=group[0].get("params"),
             seeds=len(group),
             metrics={m: statistics.fmean(float(r[m]) for r in group) for m in METRIC_NAMES},
         )
-        for arch, group in by_arch.items()
+        for (arch, channels), group in by_network.items()
     }
 
 
@@ -129,45 +140,59 @@ def kendall_null_se(n: int) -> float | None:
 def summarise(
     *,
     picks: Mapping[int, Mapping[str, Sequence[int]]],
-    trained: Mapping[tuple[int, ...], Trained],
+    trained: Mapping[Network, Trained],
     shared: Mapping[int, Mapping[str, Mapping[tuple[int, ...], float]]],
     uniform: Sequence[Sequence[int]],
     metric: str,
+    channels: Mapping[int, Mapping[str, int]] | None = None,
+    size_target: int | None = None,
 ) -> dict[str, Any]:
     """The evaluation's summary.
 
     Args:
         picks: ``{seed: {method: architecture}}``.
-        trained: retrained test metrics by architecture (``retrained_means``).
+        trained: retrained test metrics by network (``retrained_means``).
         shared: ``{seed: {"enas" | "uniform": {architecture: shared-weight score}}}`` of the
             uniformly drawn architectures under that seed's ENAS and uniform supernets.
         uniform: the uniformly drawn architectures (the ground-truth sample).
         metric: the metric the rankings and the goal are judged on (the spec's reward).
+        channels: ``{seed: {method: channels}}`` of the picks trained at other channels than
+            their space's (``unconstrained_shrunk``).
+        size_target: the size-aware reward's target in parameters, for ``size_goal``.
 
     Returns:
         A JSON-ready mapping: ``methods`` (per method: mean and sd over seeds of each retrained
         test metric, mean parameters, the architecture of every seed), ``kendall_tau``
         (``enas``, ``uniform``: mean over seeds), ``kendall_tau_sd``, ``kendall_tau_se``,
         ``kendall_tau_per_seed``, ``uniform_distribution`` (the retrained uniform sample's
-        quantiles), ``goal`` and counts.
+        quantiles), ``goal``, ``size_goal`` (where there is ``unconstrained_shrunk``) and
+        counts.
     """
     seeds = sorted(picks)
+    widths = channels or {}
     methods: dict[str, Any] = {}
     for method in METHODS:
-        archs = [tuple(picks[s][method]) for s in seeds if method in picks[s]]
-        scores = [trained[a] for a in archs if a in trained]
-        if not archs:
+        networks = [
+            (tuple(picks[s][method]), widths.get(s, {}).get(method))
+            for s in seeds
+            if method in picks[s]
+        ]
+        scores = [trained[n] for n in networks if n in trained]
+        if not networks:
             continue
         entry: dict[str, Any] = {
-            "archs": [list(a) for a in archs],
+            "archs": [list(a) for a, _ in networks],
             "retrained": len(scores),
         }
+        if any(c is not None for _, c in networks):
+            entry["channels"] = [c for _, c in networks]
         for m in METRIC_NAMES:
             mean, sd = _mean_sd([t.metrics[m] for t in scores])
             entry[f"test_{m}_mean"], entry[f"test_{m}_sd"] = mean, sd
         entry[f"per_seed_{metric}"] = [t.metrics[metric] for t in scores]
         params = [t.params for t in scores if t.params is not None]
         entry["params"] = round(statistics.fmean(params)) if params else None
+        entry["per_seed_params"] = params
         methods[method] = entry
 
     supernets = dict.fromkeys(["enas", "uniform", *(n for by in shared.values() for n in by)])
@@ -177,20 +202,22 @@ def summarise(
     for seed in seeds:
         for supernet in taus:
             scored = shared.get(seed, {}).get(supernet, {})
-            common = [a for a in map(tuple, uniform) if a in scored and a in trained]
+            common = [a for a in map(tuple, uniform) if a in scored and (a, None) in trained]
+            truth = [trained[(a, None)].metrics[metric] for a in common]
             points.setdefault(seed, {})[supernet] = [
-                [scored[a], trained[a].metrics[metric]] for a in common
+                [scored[a], t] for a, t in zip(common, truth, strict=True)
             ]
-            tau = kendall_tau(
-                [scored[a] for a in common], [trained[a].metrics[metric] for a in common]
-            )
+            tau = kendall_tau([scored[a] for a in common], truth)
             if tau is not None:
                 taus[supernet].append(tau)
                 pairs[supernet] = len(common)
     tau_mean = {k: _mean_sd(v)[0] for k, v in taus.items()}
     tau_sd = {k: _mean_sd(v)[1] for k, v in taus.items()}
 
-    ground = sorted(trained[a].metrics[metric] for a in map(tuple, uniform) if a in trained)
+    ground = sorted(
+        trained[(a, None)].metrics[metric] for a in map(tuple, uniform) if (a, None) in trained
+    )
+    size = {"size_goal": _size_goal(methods, metric, size_target)} if size_target else {}
     return {
         "metric": metric,
         "seeds": len(seeds),
@@ -203,6 +230,7 @@ def summarise(
         "architectures_retrained": len(trained),
         "uniform_distribution": _quantiles(ground),
         "goal": _goal(methods, tau_mean, metric),
+        **size,
     }
 
 
@@ -253,6 +281,33 @@ def _goal(methods: Mapping[str, Any], tau: Mapping[str, float | None], metric: s
         "tau_goal": TAU_GOAL,
         "tau_met": tau_ok,
         "met": beats and tau_ok,
+    }
+
+
+def _size_goal(methods: Mapping[str, Any], metric: str, target: int) -> dict[str, Any]:
+    """The size-aware issue's goal: the size-aware search's pick is within the target and
+    beats, by more than the larger of their standard deviations, a random architecture of its
+    size (``param_matched``) and the unconstrained search's pick shrunk to its size
+    (``unconstrained_shrunk``)."""
+    key, sd_key = f"test_{metric}_mean", f"test_{metric}_sd"
+    ours = ENAS_METHODS[metric]
+    controls = ("param_matched", "unconstrained_shrunk")
+    if any(m not in methods or methods[m][key] is None for m in (ours, *controls)):
+        return {"met": False, "reason": "a method has no retrained architecture"}
+    picks_params = methods[ours].get("per_seed_params") or []
+    within = bool(picks_params) and all(p <= target for p in picks_params)
+    spread = max((methods[m][sd_key] or 0.0) for m in controls)
+    margins = {m: methods[ours][key] - methods[m][key] for m in controls}
+    beats = all(v > spread for v in margins.values())
+    return {
+        "method": ours,
+        "target": target,
+        "params": picks_params,
+        "within_target": within,
+        "margins": margins,
+        "larger_sd": spread,
+        "beats_controls": beats,
+        "met": within and beats,
     }
 
 
@@ -343,4 +398,10 @@ def format_table(summary: Mapping[str, Any]) -> list[str]:
         f"{'params':16}"
         + "".join(f"{methods[n]['params'] if methods[n]['params'] else '-':>20}" for n in names)
     )
+    if any("channels" in methods[n] for n in names):  # a network trained at other widths
+        widths = [
+            ",".join("-" if c is None else str(c) for c in methods[n].get("channels", [])) or "-"
+            for n in names
+        ]
+        lines.append(f"{'channels':16}" + "".join(f"{w:>20}" for w in widths))
     return lines

@@ -41,6 +41,7 @@ class TrainingRecord(BaseModel):
     arch: list[int]
     train_seed: int
     status: str
+    channels: int | None = None  # None: trained at its space's channels
     params: int | None
     accuracy: float | None
     mean_precision: float | None
@@ -59,6 +60,12 @@ class ScoreRecord(BaseModel):
     search_id: str
     arch: list[int]
     metrics: dict[str, float]
+
+
+def training_key(arch: list[int], channels: int | None) -> str:
+    """Names one network of an evaluation: its architecture, and its channels where they are
+    not the space's."""
+    return arch_key(arch) if channels is None else f"{arch_key(arch)}@{channels}"
 
 
 class EvaluationStore:
@@ -154,12 +161,13 @@ class EvaluationStore:
     # trainings
 
     def add_trainings(self, evaluation_id: str, records: list[TrainingRecord]) -> None:
-        """Store trained architectures; a (architecture, seed) stored before is replaced."""
+        """Store trained architectures; a (architecture, channels, seed) stored before is
+        replaced."""
         if not records:
             return
         with self.store._session() as s:
             for r in records:
-                key = arch_key(r.arch)
+                key = training_key(r.arch, r.channels)
                 old = s.scalars(
                     select(EvaluationTraining).where(
                         EvaluationTraining.evaluation_id == evaluation_id,

@@ -304,8 +304,9 @@ class EvaluationTraining(Base):
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     evaluation_id: Mapped[str] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
     arch: Mapped[list[int]]
-    arch_key: Mapped[str] = mapped_column(String(400))
+    arch_key: Mapped[str] = mapped_column(String(400))  # with "@channels" where ``channels`` is set
     train_seed: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int | None] = mapped_column(Integer)  # None: the space's
     status: Mapped[str] = mapped_column(String(12))
     params: Mapped[int | None] = mapped_column(BigInteger)
     accuracy: Mapped[float | None] = mapped_column(Float)

@@ -16,8 +16,14 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from reports.evaluation import Trained, kendall_null_se, seed_agreement, summarise
-from searchspec.spec import load_search_spec, parse_search_spec
+from reports.evaluation import (
+    Trained,
+    kendall_null_se,
+    retrained_means,
+    seed_agreement,
+    summarise,
+)
+from searchspec.spec import SearchSpec, load_search_spec, parse_search_spec
 from storage.evaluations import EvaluationStore
 from supernet.space import SearchSpace
 from workers.entry import open_store
@@ -31,6 +37,8 @@ from workers.evaluate import (
     largest_arch,
     param_matched,
     search_spec,
+    shrunk_channels,
+    whole_params,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,9 +106,14 @@ def trained(arch: tuple[int, ...], miou: float, params: int = 100) -> Trained:
     return Trained(arch=arch, params=params, seeds=2, metrics={m: miou for m in METRICS})
 
 
+def at_space_width(*networks: Trained) -> dict[Any, Trained]:
+    """``retrained_means``' mapping of networks trained at their space's channels."""
+    return {(t.arch, None): t for t in networks}
+
+
 def test_summary_means_sds_tau_and_goal(tmp_path: Path) -> None:
     uniform = [(0,), (1,), (2,), (3,)]
-    truth = {a: trained(a, 0.1 * (k + 1)) for k, a in enumerate(uniform)}
+    truth = at_space_width(*(trained(a, 0.1 * (k + 1)) for k, a in enumerate(uniform)))
     picks = {
         seed: {
             "enas_miou": (5 + seed,),
@@ -110,8 +123,7 @@ def test_summary_means_sds_tau_and_goal(tmp_path: Path) -> None:
         }
         for seed in range(2)
     }
-    truth[(5,)] = trained((5,), 0.9)
-    truth[(6,)] = trained((6,), 0.7)
+    truth |= at_space_width(trained((5,), 0.9), trained((6,), 0.7))
     # The ENAS supernet ranks the uniform sample right, the uniform one backwards.
     shared = {
         s: {
@@ -151,10 +163,10 @@ def test_summary_means_sds_tau_and_goal(tmp_path: Path) -> None:
 def test_the_goal_holds_the_best_reward_to_a_control_of_its_own_size() -> None:
     """A reward that picks large networks is compared with a network of that size, not with
     the control matched to another reward's (smaller) picks."""
-    truth = {
-        (1,): trained((1,), 0.4), (5,): trained((5,), 0.5), (8,): trained((8,), 0.9),
-        (3,): trained((3,), 0.45), (9,): trained((9,), 0.85), (2,): trained((2,), 0.95),
-    }  # fmt: skip
+    truth = at_space_width(
+        trained((1,), 0.4), trained((5,), 0.5), trained((8,), 0.9),
+        trained((3,), 0.45), trained((9,), 0.85), trained((2,), 0.95),
+    )  # fmt: skip
     by_method = {
         "enas_miou": (5,), "enas_miou_plus": (8,), "random_ws": (1,), "largest": (2,),
         "param_matched": (3,), "param_matched_miou": (3,), "param_matched_miou_plus": (9,),
@@ -167,6 +179,107 @@ def test_the_goal_holds_the_best_reward_to_a_control_of_its_own_size() -> None:
     assert goal["margins"] == pytest.approx({"random_ws": 0.5, "param_matched_miou_plus": 0.05})
     assert goal["beats_controls"]  # both sds are 0 here; 0.05 > 0
     assert "param_matched_miou_plus" in summary["methods"]
+
+
+def test_retrained_means_keep_one_architecture_at_two_widths_apart() -> None:
+    row = dict(
+        arch=[1, 2], status="succeeded", params=900, accuracy=0.9, mean_precision=0.5,
+        mean_recall=0.5, miou=0.4, miou_plus=0.7,
+    )  # fmt: skip
+    rows = [
+        {**row, "train_seed": 0, "channels": None},
+        {**row, "train_seed": 1, "channels": None, "miou": 0.6},
+        {**row, "train_seed": 0, "channels": 4, "params": 90, "miou": 0.2},
+    ]
+    means = retrained_means(rows)
+    assert set(means) == {((1, 2), None), ((1, 2), 4)}
+    assert means[((1, 2), None)].metrics["miou"] == pytest.approx(0.5)
+    assert means[((1, 2), None)].seeds == 2
+    shrunk = means[((1, 2), 4)]
+    assert (shrunk.channels, shrunk.params, shrunk.metrics["miou"]) == (4, 90, 0.2)
+
+
+def test_the_size_goal_holds_the_size_aware_pick_to_a_small_random_and_a_shrunk_one() -> None:
+    """The size-aware pick (``enas_miou``, the spec's reward weighed by size) against a random
+    network of its size and the unconstrained pick at fewer channels (the same architecture
+    trained at 8 channels is another network, scored apart)."""
+    truth = at_space_width(
+        trained((5,), 0.60, params=900), trained((1,), 0.4), trained((3,), 0.50, params=880),
+        trained((2,), 0.95), trained((7,), 0.70, params=3_000),
+    )  # fmt: skip
+    truth[((7,), 8)] = Trained(
+        arch=(7,), channels=8, params=910, seeds=2, metrics={m: 0.55 for m in METRICS}
+    )
+    by_method = {
+        "enas_miou": (5,), "random_ws": (1,), "largest": (2,), "param_matched": (3,),
+        "param_matched_miou": (3,), "unconstrained": (7,), "unconstrained_shrunk": (7,),
+    }  # fmt: skip
+    picks = {seed: by_method for seed in range(2)}
+    widths = {seed: {"unconstrained_shrunk": 8} for seed in range(2)}
+    summary = summarise(
+        picks=picks, trained=truth, shared={}, uniform=[], metric="miou", channels=widths,
+        size_target=1_000,
+    )  # fmt: skip
+    methods = summary["methods"]
+    assert methods["unconstrained"]["test_miou_mean"] == pytest.approx(0.70)
+    assert methods["unconstrained_shrunk"]["test_miou_mean"] == pytest.approx(0.55)
+    assert methods["unconstrained_shrunk"]["channels"] == [8, 8]
+    assert methods["unconstrained_shrunk"]["params"] == 910
+    assert "channels" not in methods["unconstrained"]
+    goal = summary["size_goal"]
+    assert goal["within_target"] and goal["params"] == [900, 900]
+    assert goal["margins"] == pytest.approx({"param_matched": 0.10, "unconstrained_shrunk": 0.05})
+    assert goal["met"]
+    over = summarise(
+        picks=picks, trained=truth, shared={}, uniform=[], metric="miou", channels=widths,
+        size_target=800,
+    )["size_goal"]  # fmt: skip
+    assert not over["within_target"] and not over["met"]
+    assert "size_goal" not in summarise(
+        picks=picks, trained=truth, shared={}, uniform=[], metric="miou"
+    )
+
+
+def test_shrunk_channels_give_the_parameters_asked_for() -> None:
+    big = space()
+    arch = [2, 2, 0, 1, 3, 0]
+    full = whole_params(big, arch)
+    assert shrunk_channels(big, arch, full) == big.channels
+    half = shrunk_channels(big, arch, full // 3)
+    assert half < big.channels
+    at = {
+        c: whole_params(big.model_copy(update={"channels": c}), arch)
+        for c in (half - 1, half, half + 1)
+    }
+    assert abs(at[half] - full // 3) <= min(
+        abs(at[half - 1] - full // 3), abs(at[half + 1] - full // 3)
+    )
+    assert shrunk_channels(big, arch, 1) == 1  # nothing is smaller than one channel
+
+
+def test_a_size_aware_evaluation_adds_the_unconstrained_search() -> None:
+    sized = parse_search_spec(
+        {"reward": {"metric": "miou", "cost": "params", "target": 10_000, "weight": -0.5}}
+    )
+    evaluation_methods = Evaluation(
+        sized,
+        EvaluateSettings(rewards=("miou",)),
+        store=None,
+        checkpoint_dir=Path("."),  # type: ignore[arg-type]
+    ).methods
+    assert evaluation_methods == ["enas_miou", "random_ws", "unconstrained"]
+    ours = search_spec(sized, 0, "enas_miou", "abc")
+    free = search_spec(sized, 0, "unconstrained", "abc")
+    assert ours.reward_cost is not None and ours.reward_cost.target == 10_000
+    assert free.reward == "miou" and free.reward_cost is None
+    assert (free.seed, free.controller.seed) == (ours.seed, ours.controller.seed)
+
+
+def test_the_default_evaluation_keeps_its_id_across_later_spec_fields() -> None:
+    # The evaluation of docs/results.md (2026-12-04): the same command continues it on code
+    # that has since added sections (checkpoints, reward_cost) at their defaults.
+    settings = EvaluateSettings(seeds=3, uniform=30, train_seeds=2, retrain_epochs=10, parallel=2)
+    assert evaluation_id(SearchSpec(), settings) == "0ba5a473de013741d0bc9493942d45ff"
 
 
 def test_seed_agreement_is_the_ground_truths_own_tau_and_spread() -> None:
@@ -201,8 +314,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> Itera
 
 
 def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
+    """A size-aware one, so that every method runs: the unconstrained search beside the
+    others, and its pick trained again at fewer channels."""
     store = open_store(f"sqlite:///{data_dir / 'segnas.db'}")
-    base = load_search_spec(TINY)
+    sized = {"metric": "miou", "cost": "params", "target": 1_500, "weight": -0.5}
+    base = load_search_spec(TINY, {"reward": sized})
     settings = EvaluateSettings(
         seeds=2, rewards=("miou",), uniform=3, epochs=1, train_seeds=2, retrain_epochs=1,
         batch_size=16, parallel=2,
@@ -222,7 +338,7 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
     row = evaluations.get(first.id)
     assert row is not None and row.status == "failed"
     searches = dict(row.searches)
-    assert len(searches) == 4  # 2 seeds x (enas_miou, random_ws)
+    assert len(searches) == 6  # 2 seeds x (enas_miou, random_ws, unconstrained)
     trainings_before = len(evaluations.trainings(first.id))
     assert trainings_before > 0
 
@@ -241,8 +357,21 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
 
     methods = summary["methods"]
     assert set(methods) == {
-        "enas_miou", "random_ws", "largest", "param_matched", "param_matched_miou"
+        "enas_miou", "random_ws", "largest", "param_matched", "param_matched_miou",
+        "unconstrained", "unconstrained_shrunk",
     }  # fmt: skip
+    assert methods["unconstrained_shrunk"]["archs"] == methods["unconstrained"]["archs"]
+    for full, small in zip(
+        methods["unconstrained"]["per_seed_params"],
+        methods["unconstrained_shrunk"]["per_seed_params"],
+        strict=True,
+    ):
+        assert small <= full
+    widths = [c for c in methods["unconstrained_shrunk"].get("channels", []) if c is not None]
+    assert all(1 <= c < base.space.channels for c in widths)
+    shrunk_rows = [r for r in evaluations.trainings(first.id) if r.channels is not None]
+    assert {r.channels for r in shrunk_rows} == set(widths)
+    assert set(summary["size_goal"]) >= {"within_target", "margins", "met", "params"}
     assert methods["param_matched"]["archs"] == methods["param_matched_miou"]["archs"]
     for entry in methods.values():
         assert len(entry["archs"]) == 2 and entry["retrained"] == 2
@@ -252,8 +381,8 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
     rows = evaluations.trainings(first.id)
     assert {r.train_seed for r in rows} == {0, 1}
     assert len(rows) == 2 * summary["architectures_retrained"]
-    assert len(evaluations.scores(first.id)) == 2 * 2 * 3  # seeds x supernets x uniform
-    assert set(summary["kendall_tau"]) == {"enas", "uniform"}
+    assert len(evaluations.scores(first.id)) == 2 * 3 * 3  # seeds x supernets x uniform
+    assert set(summary["kendall_tau"]) == {"enas", "uniform", "unconstrained"}
     assert summary["seeds"] == 2
     assert set(summary["ground_truth"]["tau_per_pair"]) == {"0-1"}
     assert summary["ground_truth"]["architectures"] == 3
@@ -295,6 +424,14 @@ def test_evaluation_rows_on_every_backend(store: Any) -> None:
     assert sorted((r.train_seed, r.miou) for r in evaluations.trainings(record.id)) == [
         (0, 0.5),
         (1, 0.4),
+    ]
+    # The same architecture at fewer channels is another network: stored beside it.
+    evaluations.add_trainings(record.id, [TrainingRecord(**{**row, "channels": 4, "miou": 0.1})])
+    rows = evaluations.trainings(record.id)
+    assert sorted((r.train_seed, r.channels or 0, r.miou) for r in rows) == [
+        (0, 0, 0.5),
+        (0, 4, 0.1),
+        (1, 0, 0.4),
     ]
     score = ScoreRecord(search_id=search, arch=[0, 1], metrics={"miou": 0.3})
     evaluations.add_scores(record.id, [score])

@@ -9,7 +9,11 @@ every seed of the evaluation:
   architectures, then the best of ``derive.samples`` uniform draws on the validation split);
 - ``largest``: the architecture with the most parameters in the space (the same every seed);
 - ``param_matched_<reward>``: a uniformly drawn architecture within ``match_tolerance`` of the
-  parameters of that reward's ENAS pick (``param_matched``: the spec's reward's).
+  parameters of that reward's ENAS pick (``param_matched``: the spec's reward's);
+- where the spec's reward weighs size (``reward_cost``): ``unconstrained``, the same search
+  with the metric alone, and ``unconstrained_shrunk``, its pick with the channels that give it
+  the parameters of the size-aware pick (MnasNet's question: is the search's small network
+  better than a big one made small?).
 
 Ground truth: ``uniform`` architectures drawn once, and every pick, retrained from scratch with
 one budget (``workers.retrain``: a Ray Tune trial each) under ``train_seeds`` training seeds,
@@ -42,6 +46,7 @@ from errors import SearchFaultError
 from reports.evaluation import (
     ENAS_METHODS,
     MATCHED_METHODS,
+    Network,
     paper_observations,
     retrained_means,
     seed_agreement,
@@ -110,6 +115,8 @@ def evaluation_id(spec: SearchSpec, settings: EvaluateSettings) -> str:
     # A section added to the spec after an evaluation began does not change its identity
     # while it keeps its defaults: the same evaluation continues on newer code.
     later = {"checkpoints"} if spec.checkpoints == CheckpointSpec() else set()
+    if spec.reward_cost is None:
+        later.add("reward_cost")
     blob = json.dumps(
         [
             spec.model_dump(mode="json", exclude=later),
@@ -130,6 +137,8 @@ def search_spec(base: SearchSpec, seed: int, method: str, tag: str) -> SearchSpe
     }
     if method == "random_ws":
         overrides["controller.sampler"] = "uniform"
+    elif method == "unconstrained":  # the spec's metric, without its size
+        overrides["reward_cost"] = None
     else:
         overrides["reward"] = next(r for r, m in ENAS_METHODS.items() if m == method)
     return SearchSpec.model_validate(apply_overrides(base.model_dump(mode="json"), overrides))
@@ -182,7 +191,9 @@ class Evaluation:
 
     @property
     def methods(self) -> list[str]:
-        return [ENAS_METHODS[r] for r in self.settings.rewards] + ["random_ws"]
+        """The searches of every seed."""
+        methods = [ENAS_METHODS[r] for r in self.settings.rewards] + ["random_ws"]
+        return methods + (["unconstrained"] if self.base.reward_cost is not None else [])
 
     @property
     def match_method(self) -> str:
@@ -211,18 +222,29 @@ class Evaluation:
     def _run(self, record: EvaluationRecord) -> dict[str, Any]:
         searches = self._searches(dict(record.searches))
         picks = self._picks(searches)
+        widths = self._shrunk(picks)
         uniform = random_archs(self.base.space, self.settings.uniform, seed=self.settings.arch_seed)
         # The picks first: an evaluation interrupted in its retraining has its methods' figures.
-        self._train([a for by in picks.values() for a in by.values()], uniform)
+        self._train(
+            [
+                (tuple(arch), widths.get(seed, {}).get(method))
+                for seed, by in picks.items()
+                for method, arch in by.items()
+            ],
+            [(tuple(arch), None) for arch in uniform],
+        )
         rows = [r.model_dump() for r in self.evaluations.trainings(self.id)]
         shared = self._shared_scores(searches, uniform)
         self._progress("summary", 1, 1)
+        cost = self.base.reward_cost
         summary = summarise(
             picks=picks,
             trained=retrained_means(rows),
             shared=shared,
             uniform=uniform,
             metric=self.metric,
+            channels=widths,
+            size_target=cost.target if cost is not None and cost.cost == "params" else None,
         )
         summary["ground_truth"] = seed_agreement(rows, uniform, self.metric)
         summary["paper"] = paper_observations(summary["methods"], self.base.space.cells)
@@ -305,7 +327,24 @@ class Evaluation:
                         seed=self.settings.arch_seed * 1_000 + seed,
                     )
             by["param_matched"] = by[MATCHED_METHODS[self.match_method]]
+            if "unconstrained" in by:
+                by["unconstrained_shrunk"] = by["unconstrained"]  # at other channels: _shrunk
         return picks
+
+    def _shrunk(self, picks: dict[int, dict[str, list[int]]]) -> dict[int, dict[str, int]]:
+        """``{seed: {"unconstrained_shrunk": channels}}``: the channels at which each seed's
+        unconstrained pick has the parameters of its size-aware pick (none where that is its
+        space's own: then it is the unconstrained pick itself)."""
+        space = self._space()
+        widths: dict[int, dict[str, int]] = {}
+        for seed, by in picks.items():
+            if "unconstrained_shrunk" not in by:
+                continue
+            goal = whole_params(space, by[self.match_method])
+            channels = shrunk_channels(space, by["unconstrained_shrunk"], goal)
+            if channels != space.channels:
+                widths[seed] = {"unconstrained_shrunk": channels}
+        return widths
 
     def _space(self) -> SearchSpace:
         from supernet.data import load_dataset
@@ -315,14 +354,16 @@ class Evaluation:
 
     # ground truth
 
-    def _train(self, *groups: Sequence[Sequence[int]]) -> None:
-        """Train every architecture of ``groups`` with every training seed, group by group
-        (each group's seeds before the next group), skipping what is stored."""
-        done = {(tuple(r.arch), r.train_seed) for r in self.evaluations.trainings(self.id)}
-        seen: set[tuple[int, ...]] = set()
-        plan: list[list[tuple[int, ...]]] = []
+    def _train(self, *groups: Sequence[Network]) -> None:
+        """Train every network of ``groups`` with every training seed, group by group (each
+        group's seeds before the next group), skipping what is stored."""
+        done = {
+            ((tuple(r.arch), r.channels), r.train_seed) for r in self.evaluations.trainings(self.id)
+        }
+        seen: set[Network] = set()
+        plan: list[list[Network]] = []
         for group in groups:
-            distinct = [a for a in dict.fromkeys(tuple(a) for a in group) if a not in seen]
+            distinct = [a for a in dict.fromkeys(group) if a not in seen]
             seen.update(distinct)
             plan.append(distinct)
         total = len(seen) * self.settings.train_seeds
@@ -337,7 +378,7 @@ class Evaluation:
                     finished += len(chunk)
                     self._progress("retrain", finished, total, f"training seed {seed}")
 
-    def _train_chunk(self, archs: Sequence[tuple[int, ...]], seed: int) -> list[TrainingRecord]:
+    def _train_chunk(self, networks: Sequence[Network], seed: int) -> list[TrainingRecord]:
         s = self.settings
         settings = RetrainSettings(
             epochs=s.retrain_epochs,
@@ -347,20 +388,23 @@ class Evaluation:
         )
         # The rows go to the evaluation's tables, not a search's: the target only carries the
         # architecture through the run.
+        space = self.base.space.model_dump(mode="json")
         jobs = [
             RetrainJob(
                 arch=list(arch),
                 dataset=self.base.dataset.model_dump(mode="json"),
-                space=self.base.space.model_dump(mode="json"),
+                space=space if channels is None else {**space, "channels": channels},
                 metric=self.metric,
                 targets=[Target(search_id=self.id, source="random", rank=0, shared_score=None)],
             )
-            for arch in archs
+            for arch, channels in networks
         ]
         records = retrain(jobs, settings, name=f"evaluate-{self.id[:8]}-seed{seed}")
+        # In the jobs' order (retrain answers each job in turn): each record's channels.
         return [
             TrainingRecord(
                 arch=r.arch,
+                channels=channels,
                 train_seed=seed,
                 status=r.status,
                 params=r.params,
@@ -372,7 +416,7 @@ class Evaluation:
                 error=r.error,
                 seconds=r.seconds,
             )
-            for r in records
+            for r, (_, channels) in zip(records, networks, strict=True)
         ]
 
     # shared-weight rankings
@@ -439,6 +483,23 @@ def arch_params(
     between architectures of one space (the stem, merges and head are shared)."""
     per_cell = per_cell if per_cell is not None else cell_params(space)
     return 2 * sum(per_cell[c] for c in arch)
+
+
+def whole_params(space: SearchSpace, arch: Sequence[int]) -> int:
+    """Parameters of ``arch`` as a stand-alone network (what a size-aware reward weighs)."""
+    from supernet.profile import ChildSizes
+
+    return ChildSizes(space).params(arch)
+
+
+def shrunk_channels(space: SearchSpace, arch: Sequence[int], params: int) -> int:
+    """The channels, at most ``space``'s, at which ``arch`` as a stand-alone network comes
+    closest to ``params`` parameters (the wider of two as close)."""
+    sizes = {
+        c: whole_params(space.model_copy(update={"channels": c}), arch)
+        for c in range(1, space.channels + 1)
+    }
+    return min(sizes, key=lambda c: (abs(sizes[c] - params), -c))
 
 
 def largest_arch(space: SearchSpace) -> list[int]:

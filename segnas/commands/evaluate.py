@@ -185,6 +185,15 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"({margins}): {'met' if goal['beats_controls'] else 'not met'}; tau >= "
             f"{goal['tau_goal']}: {'met' if goal['tau_met'] else 'not met'}"
         )
+    size = summary.get("size_goal")
+    if size and "margins" in size:
+        margins = ", ".join(f"{k} {v:+.4f}" for k, v in size["margins"].items())
+        print(
+            f"size goal: {size['method']} within {size['target']} parameters "
+            f"({'yes' if size['within_target'] else 'no'}: {size['params']}) and beats the "
+            f"controls by more than {size['larger_sd']:.4f} ({margins}): "
+            f"{'met' if size['met'] else 'not met'}"
+        )
 
 
 class StageBars:
