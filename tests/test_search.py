@@ -74,10 +74,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
         url = f"sqlite:///{tmp / 'segnas.db'}"
         upgrade(url)
         store = SearchStore(url)
-        # The 2-replica search also keeps its newest checkpoint after success (retention).
-        keep = {"checkpoints.keep": 1, "checkpoints.keep_after_success": True}
+        # The 2-replica search also keeps its newest checkpoint after success (retention), and
+        # augments its training batches (supernet.data.feed), so that the replica-loss test
+        # holds the augmented batches to exactness too.
+        more = {
+            "checkpoints.keep": 1, "checkpoints.keep_after_success": True, "dataset.augment": True
+        }  # fmt: skip
         spec = tiny(
-            **{"resources.replicas": replicas, "epochs": 3, **(keep if replicas == 2 else {})}
+            **{"resources.replicas": replicas, "epochs": 3, **(more if replicas == 2 else {})}
         )
         outcome = run(store, tmp, spec)
         out[replicas] = {

@@ -25,7 +25,9 @@ from torch import Tensor, nn
 
 from errors import ConfigError, SegnasError, TrainingDivergedError
 from searchspec.spec import SearchSpec
+from storage.engine import data_dir
 from supernet.data import SegmentationData, load_dataset
+from supernet.data.feed import DataFeed
 from supernet.metrics import Metrics
 from supernet.network import SuperNet
 from supernet.scoring import score_architectures
@@ -105,6 +107,14 @@ class SupernetReplica:
 
     def _build(self, rank: int) -> None:
         self.data: SegmentationData = load_dataset(self.spec.dataset)
+        # Decoded once into the data folder's cache (shared by every replica and search),
+        # the validation split held ready on the device, training batches augmented whole.
+        self.feed = DataFeed(
+            self.data,
+            self.device,
+            cache_dir=data_dir() / "cache",
+            prefetch=self.device.type == "cuda",  # on a CPU the thread would share its cores
+        )
         self.space: SearchSpace = self.spec.space.build(
             num_classes=self.data.num_classes, in_channels=self.data.in_channels
         )
@@ -178,16 +188,10 @@ class SupernetReplica:
         losses = []
         for offset, arch in enumerate(archs):
             step = first_step + offset
-            indices = shard_indices(
-                len(self.data.train),
-                shared.batch_size,
-                seed=self.spec.seed,
-                epoch=epoch,
-                step=step,
-                rank=self.rank,
-                world=self.world_size,
+            images, masks = self.feed.train_batch(
+                *self._train_ids(epoch, step),
+                then=self._train_ids(epoch, step + 1) if offset + 1 < len(archs) else None,
             )
-            images, masks = self._batch(self.data.train, indices)
             with autocast(self.device):
                 logits = self.net(images, arch)
             loss = segmentation_loss(logits, masks, self.data.ignore_index)
@@ -206,6 +210,20 @@ class SupernetReplica:
             losses.append(loss_value)
         self._average_norm_buffers()
         return losses
+
+    def _train_ids(self, epoch: int, step: int) -> tuple[list[int], tuple[int, ...]]:
+        """This rank's items of global batch ``step`` of ``epoch``, and the batch's key (its
+        augmentation's draws)."""
+        ids = shard_indices(
+            len(self.data.train),
+            self.spec.shared.batch_size,
+            seed=self.spec.seed,
+            epoch=epoch,
+            step=step,
+            rank=self.rank,
+            world=self.world_size,
+        )
+        return ids, (self.spec.seed, epoch, step, self.rank)
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -250,9 +268,8 @@ class SupernetReplica:
         generator seeded by ``(seed, key)``: the same images on every replica and every rerun,
         other images for another key, and always a full minibatch (no short tail).
         """
-        val = self.data.val
-        ids = scoring_minibatch(len(val), batch_size, seed=self.spec.seed, key=key)
-        return self._score(archs, [self._batch(val, ids)], per_arch_batches=False)
+        ids = scoring_minibatch(len(self.data.val), batch_size, seed=self.spec.seed, key=key)
+        return self._score(archs, [self.feed.val_batch(ids)], per_arch_batches=False)
 
     def score_split(
         self, archs: Sequence[Sequence[int]], batch_size: int, max_batches: int | None = None
@@ -281,13 +298,7 @@ class SupernetReplica:
     def _val_batch(self, index: int, batch_size: int) -> tuple[Tensor, Tensor]:
         index %= self.val_batches(batch_size)
         ids = self._val_order[index * batch_size : (index + 1) * batch_size].tolist()
-        return self._batch(self.data.val, ids)
-
-    def _batch(self, split: Any, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-        pairs = [split[i] for i in indices]
-        images = torch.stack([p[0] for p in pairs]).to(self.device, non_blocking=True)
-        masks = torch.stack([p[1] for p in pairs]).to(self.device, non_blocking=True)
-        return images, masks
+        return self.feed.val_batch(ids)
 
     # state
 
