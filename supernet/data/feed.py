@@ -18,7 +18,6 @@ validation minibatch for every sample. A ``DataFeed`` does each piece of work on
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -108,9 +107,8 @@ class AugmentedSplit:
     An item is the image letterboxed to ``size``, scaled by a factor drawn uniformly from
     ``scale``, mirrored with probability one half (with ``flip``), padded bottom and right to
     at least ``size`` and cropped at a uniformly drawn ``size x size`` window: the padding is
-    zero in the image and ``ignore_index`` in the labels. The images are sampled from a
-    decode at ``ceil(size * max(1, scale[1]))``, so that the largest rescale still reads
-    source pixels.
+    zero in the image and ``ignore_index`` in the labels. The images are sampled (bilinear,
+    without antialiasing) from a decode of the split, by default at ``size`` (``side_for``).
 
     Args:
         decoded: the split decoded at that side, with ``edge`` padding.
@@ -123,7 +121,8 @@ class AugmentedSplit:
         self.size, self.scale, self.flip = t.size, t.scale, t.flip
         self.ignore_index = split.ignore_index
         self.device = device
-        self.mean, self.std = t.mean.to(device), t.std.to(device)
+        self.gain = (1.0 / (255.0 * t.std)).to(device)
+        self.shift = (-t.mean / t.std).to(device)
         # On a GPU the whole decode moves there once; on the CPU it stays memory-mapped.
         on_device = device.type != "cpu"
         self.images = torch.from_numpy(decoded.images.copy() if on_device else decoded.images)
@@ -135,9 +134,11 @@ class AugmentedSplit:
 
     @staticmethod
     def side_for(split: SegmentationSplit) -> int:
-        """The decode side that the split's largest rescale reads at full resolution."""
-        t = split.transform
-        return math.ceil(t.size * max(1.0, t.scale[1]))
+        """The default decode side: the tensors' own. A rescale above 1 then upsamples the
+        letterboxed image, as pipelines that resize their data set once do; a decode at the
+        largest rescale's side keeps those pixels at 4x the memory and several times the time
+        a batch (``bench/data_pipeline.py --train-side``)."""
+        return split.transform.size
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -167,27 +168,33 @@ class AugmentedSplit:
         x = torch.where(flips[:, None], scaled[:, 1, None] - x, x)
         src_y = y * (valid[:, 0, None] / scaled[:, 0, None])
         src_x = x * (valid[:, 1, None] / scaled[:, 1, None])
-        inside = (y[:, :, None] < scaled[:, 0, None, None]) & (
-            (corner[:, 1, None] + out)[:, None, :] < scaled[:, 1, None, None]
-        )
-        grid = torch.stack(  # grid_sample's coordinates: -1 and 1 are the decode's outer edges
-            [
-                (src_x * (2 / self.side) - 1)[:, None, :].expand(n, size, size),
-                (src_y * (2 / self.side) - 1)[:, :, None].expand(n, size, size),
-            ],
-            dim=-1,
-        ).float()
-        grid, inside = grid.to(self.device), inside.to(self.device)
+        rows_in = (y < scaled[:, 0, None]).to(self.device)  # [n, size]: inside the image
+        cols_in = ((corner[:, 1, None] + out) < scaled[:, 1, None]).to(self.device)
+        outside = ~(rows_in[:, :, None] & cols_in[:, None, :])  # [n, size, size]
+
+        # The grid, built from its two separable axes (grid_sample's coordinates: -1 and 1 are
+        # the decode's outer edges).
+        grid = torch.empty(n, size, size, 2, device=self.device)
+        grid[..., 0] = (src_x * (2 / self.side) - 1).float().to(self.device)[:, None, :]
+        grid[..., 1] = (src_y * (2 / self.side) - 1).float().to(self.device)[:, :, None]
         index = index.to(self.device)
 
-        raw = self.images.index_select(0, index).permute(0, 3, 1, 2).float()
+        # Converted where it lies (channels last) and sampled through a permuted view: a
+        # contiguous NCHW copy first costs more than the sampling.
+        raw = self.images.index_select(0, index).float().permute(0, 3, 1, 2)
         images = F.grid_sample(raw, grid, mode="bilinear", padding_mode="border",
                                align_corners=False)  # fmt: skip
-        images = torch.where(inside[:, None], (images / 255.0 - self.mean) / self.std, 0.0)
-        raw_labels = self.labels.index_select(0, index)[:, None].float()
-        labels = F.grid_sample(raw_labels, grid, mode="nearest", padding_mode="border",
-                               align_corners=False)[:, 0].long()  # fmt: skip
-        labels[~inside] = self.ignore_index
+        # (x / 255 - mean) / std in two in-place passes, then the padding's zeros.
+        images.mul_(self.gain).add_(self.shift).masked_fill_(outside[:, None], 0.0)
+
+        # Nearest labels: the decode pixel under each output pixel's centre, gathered by row
+        # and column (separable, like the grid) without a float copy of the label maps.
+        last = self.side - 1
+        iy = src_y.floor().clamp_(0, last).long().to(self.device)
+        ix = src_x.floor().clamp_(0, last).long().to(self.device)
+        flat = (iy[:, :, None] * self.side + ix[:, None, :]).view(n, -1)
+        labels = self.labels.index_select(0, index).view(n, -1).gather(1, flat).view(n, size, size)
+        labels = labels.long().masked_fill_(outside, self.ignore_index)
         return images, labels
 
 
@@ -232,6 +239,8 @@ class DataFeed:
         cache_dir: the decode cache (``supernet.data.cache``); None: decode into memory.
         prefetch: build the next training batch in a thread during the current step.
         progress: a progress bar while a split is decoded into the cache.
+        train_side: the side an augmented training split is decoded at (None:
+            ``AugmentedSplit.side_for``).
     """
 
     def __init__(
@@ -242,12 +251,13 @@ class DataFeed:
         cache_dir: Path | None = None,
         prefetch: bool = False,
         progress: bool = True,
+        train_side: int | None = None,
     ) -> None:
         self.data, self.device = data, device
         self.val = self._ready(data.val, cache_dir, progress)
         train = data.train
         if train.transform.augment:
-            side = AugmentedSplit.side_for(train)
+            side = train_side or AugmentedSplit.side_for(train)
             decoded = decode_split(
                 train, side, padding="edge", cache_dir=cache_dir, progress=progress
             )
