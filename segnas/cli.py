@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -58,6 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segnas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`segnas cells --json | head`): nothing to say, and nothing more
+        # to write; stdout goes to /dev/null so that the interpreter's own flush at exit does
+        # not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process killed by SIGPIPE
     except Exception as error:  # the edge where user errors become one line
         from segnas.commands.errors import user_error_message
 

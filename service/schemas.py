@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from storage.searches import SearchRecord
 from supernet.fielddocs import described
+
+log = logging.getLogger(__name__)
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 
@@ -142,18 +145,25 @@ class SearchOut(BaseModel):
 
 
 def _progress(record: SearchRecord) -> Progress | None:
-    p = record.progress
-    if not p:
+    """The stored progress as the API shows it; None where there is none, or where the stored
+    value is not a driver's report (a row written by hand or by older code): a search's page
+    must not fail over its progress bar."""
+    if not record.progress:
+        return None
+    try:
+        p = Progress.model_validate({**record.progress, "fraction": 0.0})
+    except ValidationError:
+        log.warning("search %s: stored progress is not a progress report; shown as none", record.id)
         return None
     # Each epoch counts one unit (half shared training, half controller), derive one more.
-    epochs = max(1, int(p["epochs"]))
-    within = p["step"] / p["steps"] if p.get("steps") else 0.0
-    if p["phase"] == "derive":
+    epochs = max(1, p.epochs)
+    within = p.step / p.steps if p.steps else 0.0
+    if p.phase == "derive":
         done = epochs + within
     else:
-        done = p["epoch"] + (0.5 if p["phase"] == "controller" else 0.0) + 0.5 * within
+        done = p.epoch + (0.5 if p.phase == "controller" else 0.0) + 0.5 * within
     fraction = 1.0 if record.status == "succeeded" else min(1.0, done / (epochs + 1))
-    return Progress(**p, fraction=round(fraction, 4))
+    return p.model_copy(update={"fraction": round(fraction, 4)})
 
 
 @described

@@ -482,6 +482,23 @@ def test_progress_and_best_come_from_the_driver_reports(api: TestClient) -> None
     assert fractions == sorted(set(fractions))  # it only grows
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [{"epoch": 1}, {**PROGRESS, "phase": "warmup"}, {**PROGRESS, "step": "two"}],
+    ids=["fields-missing", "unknown-phase", "not-a-number"],
+)
+def test_a_stored_progress_that_is_no_report_reads_as_none(api: TestClient, stored: Any) -> None:
+    """A row written by hand or by older code: the search reads, without its progress bar."""
+    search_id = submit(api)["id"]
+    store = store_of(api)
+    store.mark_running(search_id)
+    store.update_progress(search_id, stored)
+    response = api.get(f"/searches/{search_id}")
+    assert response.status_code == 200
+    assert response.json()["progress"] is None
+    assert api.get("/searches").status_code == 200
+
+
 def test_a_browser_gets_the_web_page(api: TestClient) -> None:
     if not (WEB_DIR / "search.html").exists():
         pytest.skip("service/web/search.html is not written yet")

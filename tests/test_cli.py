@@ -1,7 +1,10 @@
 """The ``segnas`` command line, run in-process: JSON outputs and one-line user errors."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,3 +216,19 @@ def test_a_ray_job_gets_the_database_url_without_its_password() -> None:
     url = make_url("postgresql+psycopg://segnas:s3cret@postgres:5432/segnas")
     assert job_database_url(url) == "postgresql+psycopg://segnas@postgres:5432/segnas"
     assert job_database_url(make_url("sqlite:////data/segnas.db")) == "sqlite:////data/segnas.db"
+
+
+def test_a_reader_that_has_gone_gets_no_traceback() -> None:
+    # `segnas cells --json | head`: the pipe's reader is gone before the output is written
+    # (closed here before the command starts, so every write fails, whatever the timing).
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "segnas.cli", "cells", "--json"],
+            stdout=write, stderr=subprocess.PIPE, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 141
+    assert done.stderr == b""
