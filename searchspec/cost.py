@@ -54,8 +54,10 @@ class SpecCost(BaseModel):
         optimizer_bytes: SGD's momentum or AdamW's two moments.
         gradient_bytes: the gradients of the largest child (only its parameters get one).
         activation_bytes: see ``activation_bytes``.
-        data_bytes: the data set in memory over all replicas (each holds a copy); None for
-            data read from disk.
+        data_bytes: the data set in memory over all replicas (each holds its own): the
+            embedded data sets' canvases, and the splits a replica holds ready as tensors
+            (validation, and training when it does not augment: ``supernet.data.feed``); None
+            when a split's size is unknown before loading (``folder``).
         train_images, val_images: split sizes; None when unknown before loading (``folder``).
         shared_steps: shared steps per epoch; None when the train split's size is unknown.
         work: sample-passes over the whole search; None when the split sizes are unknown.
@@ -127,10 +129,12 @@ def estimate_cost(spec: SearchSpec) -> SpecCost:
     gradients = FLOAT_BYTES * used.total
     activations = activation_bytes(spec, space, data)
     notes = []
-    if data.bytes_in_memory is None:
+    ready = ready_bytes(spec.dataset, data)
+    held = None if ready is None else ready + (data.bytes_in_memory or 0)
+    if isinstance(spec.dataset, VocSpec | FolderSpec):
         notes.append(
-            f"data set memory not counted: {spec.dataset.kind} images are read from disk "
-            "one batch at a time"
+            f"{spec.dataset.kind} training images are read from the decode cache on disk "
+            "(memory-mapped, decoded once); the validation split is held ready in memory"
         )
     if isinstance(spec.dataset, FolderSpec):
         notes.append(
@@ -146,7 +150,7 @@ def estimate_cost(spec: SearchSpec) -> SpecCost:
         optimizer_bytes=optimizer,
         gradient_bytes=gradients,
         activation_bytes=activations,
-        data_bytes=None if data.bytes_in_memory is None else data.bytes_in_memory * res.replicas,
+        data_bytes=None if held is None else held * res.replicas,
         train_images=data.train,
         val_images=data.val,
         shared_steps=steps,
@@ -326,6 +330,16 @@ def data_facts(dataset: AnyDatasetSpec) -> DataFacts:
     return DataFacts(FOLDER_CLASSES, 3, dataset.size, None, None, None)
 
 
+def ready_bytes(dataset: AnyDatasetSpec, data: DataFacts) -> int | None:
+    """What a search replica holds of ``dataset`` as ready tensors (float32 images, int64
+    labels): the validation split, and the training split when it does not augment; None
+    when their sizes are unknown before loading."""
+    train = 0 if dataset.augment else data.train
+    if data.val is None or train is None:
+        return None
+    return (data.val + train) * data.size**2 * (FLOAT_BYTES * data.in_channels + 8)
+
+
 def _shared_steps(spec: SearchSpec, train: int | None) -> int | None:
     max_steps = spec.shared.max_steps
     if train is None:
@@ -367,7 +381,7 @@ def human_bytes(n: float) -> str:
 
 def describe_request(spec: SearchSpec) -> str:
     """What a search asks for, in one phrase: ``4 replicas x (4 CPUs, 1 GPU), estimated
-    4.6 GiB per replica (activations 4.6 GiB), no data set in memory``."""
+    4.6 GiB per replica (activations 4.6 GiB), 728.8 MiB of data set per replica``."""
     cost, res = estimate_cost(spec), spec.resources
     each = _count(res.cpus_per_replica, "CPU")
     if res.gpus_per_replica:

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
@@ -21,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from errors import ConfigError, DatasetError, TrainingDivergedError
 from supernet.data import SegmentationData
+from supernet.data.cache import decode_split
+from supernet.data.feed import ReadySplit
 from supernet.metrics import ConfusionMatrix, Metrics
 from supernet.network import build_child
 from supernet.profile import count_params
@@ -235,6 +238,9 @@ class ChildTrainer:
         data: the data set with its three splits.
         config: optimiser and schedule; ``config.epochs`` is the length of the cosine.
         on_step: called after every optimiser step (for progress bars).
+        cache_dir: the decode cache (``supernet.data.cache``): the validation and test
+            splits are then read from it once and held ready on the device (the same metrics
+            as reading them item by item); None: item by item, every evaluation.
 
     Raises:
         ConfigError: the space does not fit the data set; an unknown device.
@@ -249,6 +255,7 @@ class ChildTrainer:
         config: TrainConfig,
         *,
         on_step: Callable[[TrainProgress], None] | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         if space.num_classes != data.num_classes or space.in_channels != data.in_channels:
             raise ConfigError(
@@ -277,6 +284,8 @@ class ChildTrainer:
         )
         self.epoch = 0
         self.history: list[EpochStats] = []
+        self.cache_dir = cache_dir
+        self._ready: dict[str, ReadySplit] = {}
 
     def train_epoch(self) -> EpochStats:
         """One pass over the train split, then the validation metrics.
@@ -321,12 +330,28 @@ class ChildTrainer:
 
     def evaluate(self, split: str) -> Metrics:
         """Metrics over every pixel of ``split`` (``train``, ``val`` or ``test``)."""
-        batches = make_loader(
-            self.data.split(split),
-            batch_size=self.config.batch_size,
-            shuffle=False,
-            num_workers=self.config.num_workers,
-        )
+        data = self.data.split(split)
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+        if self.cache_dir is not None and not data.transform.augment:
+            ready = self._ready.get(split)
+            if ready is None:
+                decoded = decode_split(
+                    data, data.transform.size, cache_dir=self.cache_dir, progress=False
+                )
+                ready = self._ready[split] = ReadySplit.from_decoded(decoded, data, self.device)
+            size = self.config.batch_size
+            # The loader's batches, in its order: the same pixels, the same metrics.
+            batches = (
+                ready.batch(range(first, min(first + size, len(ready))))
+                for first in range(0, len(ready), size)
+            )
+        else:
+            batches = make_loader(
+                data,
+                batch_size=self.config.batch_size,
+                shuffle=False,
+                num_workers=self.config.num_workers,
+            )
         return evaluate(
             self.model,
             batches,

@@ -10,9 +10,16 @@ from typing import Any
 import pytest
 import torch
 
-from searchspec.cost import child_params, data_facts, estimate_cost, supernet_params
+from searchspec.cost import (
+    child_params,
+    data_facts,
+    estimate_cost,
+    ready_bytes,
+    supernet_params,
+)
 from searchspec.spec import load_search_spec, parse_search_spec
 from supernet.data import load_dataset, parse_dataset_spec
+from supernet.data.feed import DataFeed, ReadySplit
 from supernet.network import SuperNet, build_child
 from supernet.profile import count_params
 from supernet.space import CELL_REGISTRY, SearchSpace
@@ -80,12 +87,23 @@ def test_the_embedded_data_sets_are_described_as_they_load(dataset: dict[str, An
         canvases = split.source.canvases  # type: ignore[attr-defined]
         held += canvases.images.nbytes + canvases.masks.nbytes
     assert facts.bytes_in_memory == held
+    # And what a search replica's feed holds ready, as the estimate counts it.
+    feed = DataFeed(data, torch.device("cpu"), progress=False)
+    ready = [feed.val] + ([feed.train] if isinstance(feed.train, ReadySplit) else [])
+    assert ready_bytes(spec, facts) == sum(r.images.nbytes + r.labels.nbytes for r in ready)
 
 
-def test_files_on_disk_hold_no_data_set_in_memory_and_say_so() -> None:
+def test_files_on_disk_hold_their_validation_split_ready_and_say_so() -> None:
     voc = estimate_cost(parse_search_spec({"dataset": {"kind": "voc", "root": "/data"}}))
-    assert voc.data_bytes is None and voc.train_images == 2039 and voc.val_images == 583
-    assert any("read from disk" in note for note in voc.notes)
+    assert voc.train_images == 2039 and voc.val_images == 583
+    # The validation split as float32 RGB and int64 labels at 256 x 256, in one replica;
+    # the (augmented) training split stays in the decode cache on disk.
+    assert voc.data_bytes == 583 * 256**2 * (3 * 4 + 8)
+    assert any("decode cache" in note for note in voc.notes)
+    four = parse_search_spec(
+        {"dataset": {"kind": "voc", "root": "/data"}, "resources": {"replicas": 4}}
+    )
+    assert estimate_cost(four).data_bytes == 4 * voc.data_bytes
     official = {"kind": "voc", "root": "/data", "split": "official"}
     assert estimate_cost(parse_search_spec({"dataset": official})).train_images == 1464
     folder = estimate_cost(parse_search_spec({"dataset": {"kind": "folder", "root": "/data"}}))

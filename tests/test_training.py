@@ -169,3 +169,46 @@ def test_a_non_finite_loss_is_a_user_error(tiny_data):
     with pytest.raises(TrainingDivergedError, match="lower the learning rate") as info:
         train_child(tiny_space(), (0, 2, 0), data, TrainConfig(epochs=1, batch_size=8))
     assert isinstance(info.value, SegnasError)
+
+
+def doubled_voc(root: Path) -> Path:
+    """The VOC fixture with every sample twice (8 ids): no split of the paper's 7:2:1 empty."""
+    import shutil
+
+    shutil.copytree(Path(__file__).parent / "fixtures" / "voc2012-sample", root)
+    voc = root / "VOCdevkit" / "VOC2012"
+    lists = voc / "ImageSets" / "Segmentation"
+    ids = (lists / "trainval.txt").read_text().split()
+    for sample in ids:
+        shutil.copy(voc / "JPEGImages" / f"{sample}.jpg", voc / "JPEGImages" / f"{sample}b.jpg")
+        shutil.copy(
+            voc / "SegmentationClass" / f"{sample}.png",
+            voc / "SegmentationClass" / f"{sample}b.png",
+        )
+    (lists / "trainval.txt").write_text("\n".join([*ids, *(f"{i}b" for i in ids)]) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["digits", "voc"])
+def test_evaluating_from_the_decode_cache_gives_the_same_metrics(kind, tmp_path):
+    """Validation and test read once from the cache and held ready: the same pixels in the
+    same batches as the loader, so the same metrics, and the same training."""
+    from supernet.data import VocSpec
+
+    data = load_dataset(TINY) if kind == "digits" else load_dataset(
+        VocSpec(kind="voc", root=doubled_voc(tmp_path / "voc"), size=32, seed=0)
+    )  # fmt: skip
+    space = tiny_space(num_classes=data.num_classes)
+    config = TrainConfig(epochs=2, batch_size=3, seed=2)
+    runs = []
+    for cache in (None, tmp_path / "cache"):
+        torch.manual_seed(2)
+        trainer = ChildTrainer(space, (1, 2, 0), data, config, cache_dir=cache)
+        while trainer.epoch < config.epochs:
+            trainer.train_epoch()
+        runs.append((trainer.history, trainer.result().test, trainer.evaluate("train")))
+    (plain_history, plain_test, plain_train), (cached_history, cached_test, cached_train) = runs
+    assert [e.val for e in cached_history] == [e.val for e in plain_history]
+    assert cached_test == plain_test and cached_train == plain_train
+    if kind == "voc":  # files on disk: the splits are in the cache for the next trainer
+        assert any((tmp_path / "cache").iterdir())

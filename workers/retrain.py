@@ -69,6 +69,8 @@ def retrain(
             "job": tune.grid_search([j.model_dump(mode="json") for j in jobs]),
             "train": train,
             "cpus": settings.cpus_per_trial,
+            # Every trial on a node reads its validation split from one decode there.
+            "cache_dir": str(data_dir().resolve() / "cache"),
         },
         tune_config=tune.TuneConfig(
             trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}",

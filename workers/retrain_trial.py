@@ -30,7 +30,7 @@ def retrain_trial(config: dict[str, Any]) -> None:
     train = TrainConfig.model_validate(config["train"])
     torch.set_num_threads(max(1, int(config["cpus"])))
     torch.manual_seed(train.seed)
-    trainer, _ = _trainer(job, train)
+    trainer, _ = _trainer(job, train, cache_dir=config.get("cache_dir"))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry after a crash goes on from the last epoch
         with checkpoint.as_directory() as folder:
@@ -53,12 +53,15 @@ def quiet_trial() -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
-def _trainer(job: RetrainJob, train: TrainConfig) -> tuple[ChildTrainer, SearchSpace]:
+def _trainer(
+    job: RetrainJob, train: TrainConfig, *, cache_dir: str | None = None
+) -> tuple[ChildTrainer, SearchSpace]:
     data = load_dataset(job.dataset)
     space = SpaceSpec.model_validate(job.space).build(
         num_classes=data.num_classes, in_channels=data.in_channels
     )
-    return ChildTrainer(space, job.arch, data, train), space
+    cache = Path(cache_dir) if cache_dir else None
+    return ChildTrainer(space, job.arch, data, train, cache_dir=cache), space
 
 
 def test_checkpoint(
