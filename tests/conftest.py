@@ -37,6 +37,7 @@ os.environ.setdefault("SEGNAS_ALLOW_UNAUTHENTICATED_RAY", "1")
 SLOW_MODULES_FIRST = (
     "test_evaluate.py",
     "test_reproduce.py",
+    "test_evaluate_size.py",
     "test_web_page.py",
     "test_ray_jobs.py",
     "test_demo.py",

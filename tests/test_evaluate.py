@@ -314,11 +314,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> Itera
 
 
 def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
-    """A size-aware one, so that every method runs: the unconstrained search beside the
-    others, and its pick trained again at fewer channels."""
     store = open_store(f"sqlite:///{data_dir / 'segnas.db'}")
-    sized = {"metric": "miou", "cost": "params", "target": 1_500, "weight": -0.5}
-    base = load_search_spec(TINY, {"reward": sized})
+    base = load_search_spec(TINY)
     settings = EvaluateSettings(
         seeds=2, rewards=("miou",), uniform=3, epochs=1, train_seeds=2, retrain_epochs=1,
         batch_size=16, parallel=2,
@@ -338,7 +335,7 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
     row = evaluations.get(first.id)
     assert row is not None and row.status == "failed"
     searches = dict(row.searches)
-    assert len(searches) == 6  # 2 seeds x (enas_miou, random_ws, unconstrained)
+    assert len(searches) == 4  # 2 seeds x (enas_miou, random_ws)
     trainings_before = len(evaluations.trainings(first.id))
     assert trainings_before > 0
 
@@ -357,21 +354,8 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
 
     methods = summary["methods"]
     assert set(methods) == {
-        "enas_miou", "random_ws", "largest", "param_matched", "param_matched_miou",
-        "unconstrained", "unconstrained_shrunk",
+        "enas_miou", "random_ws", "largest", "param_matched", "param_matched_miou"
     }  # fmt: skip
-    assert methods["unconstrained_shrunk"]["archs"] == methods["unconstrained"]["archs"]
-    for full, small in zip(
-        methods["unconstrained"]["per_seed_params"],
-        methods["unconstrained_shrunk"]["per_seed_params"],
-        strict=True,
-    ):
-        assert small <= full
-    widths = [c for c in methods["unconstrained_shrunk"].get("channels", []) if c is not None]
-    assert all(1 <= c < base.space.channels for c in widths)
-    shrunk_rows = [r for r in evaluations.trainings(first.id) if r.channels is not None]
-    assert {r.channels for r in shrunk_rows} == set(widths)
-    assert set(summary["size_goal"]) >= {"within_target", "margins", "met", "params"}
     assert methods["param_matched"]["archs"] == methods["param_matched_miou"]["archs"]
     for entry in methods.values():
         assert len(entry["archs"]) == 2 and entry["retrained"] == 2
@@ -381,8 +365,8 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
     rows = evaluations.trainings(first.id)
     assert {r.train_seed for r in rows} == {0, 1}
     assert len(rows) == 2 * summary["architectures_retrained"]
-    assert len(evaluations.scores(first.id)) == 2 * 3 * 3  # seeds x supernets x uniform
-    assert set(summary["kendall_tau"]) == {"enas", "uniform", "unconstrained"}
+    assert len(evaluations.scores(first.id)) == 2 * 2 * 3  # seeds x supernets x uniform
+    assert set(summary["kendall_tau"]) == {"enas", "uniform"}
     assert summary["seeds"] == 2
     assert set(summary["ground_truth"]["tau_per_pair"]) == {"0-1"}
     assert summary["ground_truth"]["architectures"] == 3
