@@ -146,6 +146,8 @@ class AugmentedSplit:
     def batch(self, ids: Sequence[int], key: Sequence[int]) -> Batch:
         """The augmented items ``ids``, with the random draws of batch ``key``."""
         n, size = len(ids), self.size
+        if n == 0:
+            raise ValueError("a batch needs at least one item")
         g = torch.Generator().manual_seed(batch_seed(key))
         low, high = self.scale
         factor = low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
@@ -164,12 +166,12 @@ class AugmentedSplit:
         # Each output pixel's centre, in the scaled image, then in the decode's pixels.
         out = torch.arange(size, dtype=torch.float64) + 0.5
         y = corner[:, 0, None] + out  # [n, size]
-        x = corner[:, 1, None] + out
-        x = torch.where(flips[:, None], scaled[:, 1, None] - x, x)
+        x = corner[:, 1, None] + out  # in the mirrored image, where there is a flip
+        unflipped = torch.where(flips[:, None], scaled[:, 1, None] - x, x)
         src_y = y * (valid[:, 0, None] / scaled[:, 0, None])
-        src_x = x * (valid[:, 1, None] / scaled[:, 1, None])
+        src_x = unflipped * (valid[:, 1, None] / scaled[:, 1, None])
         rows_in = (y < scaled[:, 0, None]).to(self.device)  # [n, size]: inside the image
-        cols_in = ((corner[:, 1, None] + out) < scaled[:, 1, None]).to(self.device)
+        cols_in = (x < scaled[:, 1, None]).to(self.device)
         outside = ~(rows_in[:, :, None] & cols_in[:, None, :])  # [n, size, size]
 
         # The grid, built from its two separable axes (grid_sample's coordinates: -1 and 1 are
