@@ -174,10 +174,20 @@ def test_the_decode_cache_is_invalidated_by_a_file_or_the_spec(
     same_ids = other.ids == data.train.ids
     assert (cache_key(other, 64, "zero") == cache_key(data.train, 64, "zero")) == same_ids
     # A changed file: same name, new contents (and modification time).
+    cache = tmp_path / "cache"
+    decode_split(data.val, 64, cache_dir=cache, progress=False)
+    other_side = decode_split(data.val, 32, cache_dir=cache, progress=False)
+    side_32 = cache_key(data.val, 32, "zero")
     image = data.val.source.images[0]
     stat = image.stat()
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert cache_key(load_dataset(voc(voc_copy)).val, 64, "zero") != key
+    changed = load_dataset(voc(voc_copy)).val
+    new_key = cache_key(changed, 64, "zero")
+    assert new_key != key
+    decode_split(changed, 64, cache_dir=cache, progress=False)
+    # The stale decode is gone; the other side's entry, of the same files, is another family.
+    assert sorted(p.name for p in cache.iterdir()) == sorted([new_key, side_32])
+    assert other_side.side == 32
 
 
 def test_canvases_are_decoded_in_memory_without_a_cache_entry(tmp_path: Path) -> None:

@@ -75,13 +75,24 @@ def file_identity(split: SegmentationSplit) -> list | None:
     return [source.ids, labels, stats]
 
 
+def _digest(value: object) -> str:
+    return hashlib.blake2b(json.dumps(value).encode(), digest_size=16).hexdigest()
+
+
 def cache_key(split: SegmentationSplit, side: int, padding: Padding) -> str | None:
     """The cache entry of ``split`` at ``side``; None where it cannot be cached on disk."""
     identity = file_identity(split)
     if identity is None:
         return None
-    blob = json.dumps([CACHE_VERSION, side, padding, split.ignore_index, identity])
-    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+    return _digest([CACHE_VERSION, side, padding, split.ignore_index, identity])
+
+
+def cache_family(split: SegmentationSplit, side: int, padding: Padding) -> str:
+    """What the entries of one split at one side share whatever its files' contents: the
+    paths. A new entry of a family makes the others stale (their files changed since)."""
+    source = split.source
+    paths = [str(p) for p in (*getattr(source, "images", []), *getattr(source, "masks", []))]
+    return _digest([side, padding, paths])
 
 
 def decode_split(
@@ -107,8 +118,10 @@ def decode_split(
         # Built in a folder of its own, then renamed: a reader sees a whole entry or none, and
         # two replicas building at once both end with the same one.
         scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
+        family = cache_family(split, side, padding)
         try:
             _decode(split, side, padding, folder=scratch, progress=progress)
+            (scratch / FAMILY_FILE).write_text(family)
             try:
                 os.replace(scratch, entry)
             except OSError:  # another process renamed its copy first
@@ -116,6 +129,7 @@ def decode_split(
                     raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        _prune(entry, family)
     return Decoded(
         # Copy-on-write maps: torch takes them without a copy, and nothing writes the files.
         images=np.load(entry / "images.npy", mmap_mode="c"),
@@ -129,8 +143,22 @@ FILES: tuple[str, ...] = ("images.npy", "labels.npy", "original.npy", "sizes.npy
 """An entry's files; ``sizes.npy`` is written last."""
 
 
+FAMILY_FILE = "family.txt"
+"""In each entry: its ``cache_family``."""
+
+
 def _whole(entry: Path) -> bool:
     return all((entry / name).is_file() for name in FILES)
+
+
+def _prune(entry: Path, family: str) -> None:
+    """Remove the entries of ``entry``'s family but ``entry``: decodes of files that have
+    changed since. (A process still reading one keeps its pages: the files go when it
+    unmaps them.)"""
+    for other in entry.parent.iterdir():
+        marker = other / FAMILY_FILE
+        if other != entry and marker.is_file() and marker.read_text() == family:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _decode(
