@@ -88,6 +88,7 @@ def create_app(
         )
         app.state.settings = settings
         app.state.curve_answers = AnswerCache()  # GET /rewards: an unchanged answer's bytes
+        app.state.front_answers = AnswerCache()  # GET /front: the same, for the size front
         app.state.local_admin = None  # the account of `auth: off`, read on first use
         # What start-up built (FastAPI, pydantic, SQLAlchemy) lives as long as the process:
         # out of the collector's way, full collections under load pause for a few ms, not 70.

@@ -389,17 +389,26 @@ async def size_front(
     phase: Annotated[
         Literal["controller", "derive"] | None, Query(description="only samples of that phase")
     ] = None,
-) -> SizeFrontOut:
+) -> Response:
     """The samples that no other beats on both reward and size (the Pareto front the page
     draws over its scatter), from every sample of the search, not a page of them."""
     store = request.app.state.store
+    answers: AnswerCache = request.app.state.front_answers
 
-    def read() -> SizeFrontOut:
-        owned_search(store, user, search_id)
+    def read() -> bytes:
+        record = owned_search(store, user, search_id)
+        # The front groups every sample of the search: an answer is kept until the row or
+        # its samples change (a finished search's, for good).
+        key = (search_id, cost, phase, record.revision, store.count_samples(search_id))
+        cached = answers.get(key)
+        if cached is not None:
+            return cached
         front = store.size_front(search_id, cost=cost, phase=phase)
-        return SizeFrontOut.model_validate(front, from_attributes=True)
+        body = SizeFrontOut.model_validate(front, from_attributes=True).model_dump_json().encode()
+        answers.put(key, body)
+        return body
 
-    return await blocking(request, read)
+    return Response(await blocking(request, read), media_type="application/json")
 
 
 @router.get("/{search_id}/cells", response_model=CellDistribution, responses=NOT_FOUND)

@@ -50,6 +50,22 @@ def test_the_front_of_a_search_is_its_best_reward_at_each_size(api: TestClient) 
     assert api.get("/searches/nope/front").status_code == 404
 
 
+def test_a_kept_front_answer_follows_new_samples(api: TestClient) -> None:
+    """The front's answer is kept while nothing changes; a sample added since is in the next
+    answer (samples are written without touching the search's row)."""
+    search_id = submit(api)["id"]
+    store = store_of(api)
+    first = sample(0, 0, 0, reward=0.5).model_copy(update={"params": 3000, "arch": [0]})
+    store.add_samples(search_id, [first])
+    url = f"/searches/{search_id}/front"
+    assert api.get(url).json() == api.get(url).json()  # the kept answer, the same
+    smaller = sample(0, 1, 0, reward=0.6).model_copy(update={"params": 1000, "arch": [1]})
+    store.add_samples(search_id, [smaller])
+    front = api.get(url).json()
+    assert front["samples"] == 2
+    assert [(p["cost"], p["reward"]) for p in front["points"]] == [(1000, 0.6)]
+
+
 def test_spread_takes_the_ends_and_evenly_between() -> None:
     assert spread(list(range(10)), 3) == [0, 4, 9]  # 4.5 rounds to even
     assert spread(list(range(10)), 2) == [0, 9]
