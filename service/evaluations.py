@@ -23,7 +23,7 @@ from service.schemas import (
     Problem,
 )
 from storage.evaluations import EvaluationRecord, EvaluationStore
-from storage.searches import FINISHED_STATUSES, SearchNotFoundError, SearchStore
+from storage.searches import FINISHED_STATUSES, SearchStore
 
 log = logging.getLogger(__name__)
 router = APIRouter(
@@ -32,15 +32,20 @@ router = APIRouter(
 NOT_FOUND = {404: {"model": Problem, "description": "no evaluation has this id"}}
 
 
-def _out(store: SearchStore, record: EvaluationRecord) -> EvaluationOut:
-    """The evaluation's representation (blocking: reads its searches' rows)."""
+def _outs(store: SearchStore, records: list[EvaluationRecord]) -> list[EvaluationOut]:
+    """The evaluations' representations (blocking: two statements for all of them, their
+    searches' statuses and their trainings' counts)."""
+    evaluations = EvaluationStore(store)
+    statuses = evaluations.search_statuses(records)
+    trainings = evaluations.trainings_counts([r.id for r in records])
+    return [_out(r, statuses, trainings[r.id]) for r in records]
+
+
+def _out(record: EvaluationRecord, statuses: dict[str, str], trainings: int) -> EvaluationOut:
     searches = []
     for slot, search_id in sorted(record.searches.items()):
         seed, _, method = slot.partition("/")
-        try:
-            status = store.get(search_id).status
-        except SearchNotFoundError:
-            status = None
+        status = statuses.get(search_id)  # None: the search was deleted since
         searches.append(
             EvaluationSearchOut(
                 slot=slot,
@@ -70,7 +75,7 @@ def _out(store: SearchStore, record: EvaluationRecord) -> EvaluationOut:
         progress=EvaluationProgress(
             searches_planned=planned,
             searches_finished=sum(s.status in FINISHED_STATUSES for s in searches),
-            trainings_stored=EvaluationStore(store).trainings_stored(record.id),
+            trainings_stored=trainings,
         ),
         searches=searches,
         summary=summary,
@@ -89,7 +94,7 @@ async def list_evaluations(
     store: SearchStore = request.app.state.store
 
     def read() -> list[EvaluationOut]:
-        return [_out(store, r) for r in EvaluationStore(store).latest(limit)]
+        return _outs(store, EvaluationStore(store).latest(limit))
 
     return EvaluationList(items=await blocking(request, read))
 
@@ -111,7 +116,7 @@ async def get_evaluation(
 
     def read() -> EvaluationOut | None:
         record = EvaluationStore(store).get(evaluation_id)
-        return None if record is None else _out(store, record)
+        return None if record is None else _outs(store, [record])[0]
 
     found = await blocking(request, read) if len(evaluation_id) == 32 else None
     if found is None:

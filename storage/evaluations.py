@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from storage.models import Evaluation, EvaluationScore, EvaluationTraining, utcnow
+from storage.models import Evaluation, EvaluationScore, EvaluationTraining, Search, utcnow
 from storage.retrains import arch_key
 from storage.searches import SearchStore
 
@@ -123,9 +123,28 @@ class EvaluationStore:
         return [EvaluationRecord.model_validate(r, from_attributes=True) for r in rows]
 
     def trainings_stored(self, evaluation_id: str) -> int:
-        """How many (architecture, training seed) rows the evaluation has stored."""
-        query = select(func.count()).where(EvaluationTraining.evaluation_id == evaluation_id)
-        return int(self.store._read(lambda c: c.execute(query).scalar_one()))
+        """How many (network, training seed) rows the evaluation has stored."""
+        return self.trainings_counts([evaluation_id])[evaluation_id]
+
+    def trainings_counts(self, evaluation_ids: list[str]) -> dict[str, int]:
+        """``trainings_stored`` of each evaluation, in one statement."""
+        query = (
+            select(EvaluationTraining.evaluation_id, func.count())
+            .where(EvaluationTraining.evaluation_id.in_(evaluation_ids))
+            .group_by(EvaluationTraining.evaluation_id)
+        )
+        counts = dict(self.store._read(lambda c: c.execute(query).all()))
+        return {e: int(counts.get(e, 0)) for e in evaluation_ids}
+
+    def search_statuses(self, records: list[EvaluationRecord]) -> dict[str, str]:
+        """The status of every search of ``records``, in one statement (a search deleted
+        since is missing)."""
+        ids = sorted({sid for r in records for sid in r.searches.values()})
+        if not ids:
+            return {}
+        table = Search.__table__
+        query = select(table.c.id, table.c.status).where(table.c.id.in_(ids))
+        return dict(self.store._read(lambda c: c.execute(query).all()))
 
     def add_search(self, evaluation_id: str, slot: str, search_id: str) -> None:
         """Record that the evaluation's search ``slot`` (``SEED/METHOD``) is ``search_id``."""

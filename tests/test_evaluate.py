@@ -417,6 +417,9 @@ def test_evaluation_rows_on_every_backend(store: Any) -> None:
         (0, 4, 0.1),
         (1, 0, 0.4),
     ]
+    other = "f" * 32  # no such evaluation: counted as none
+    assert evaluations.trainings_counts([record.id, other]) == {record.id: 3, other: 0}
+    assert evaluations.search_statuses([evaluations.get(record.id)]) == {search: "queued"}
     score = ScoreRecord(search_id=search, arch=[0, 1], metrics={"miou": 0.3})
     evaluations.add_scores(record.id, [score])
     evaluations.add_scores(record.id, [score])  # the same weights: kept once
