@@ -385,7 +385,8 @@ def format_table(summary: Mapping[str, Any]) -> list[str]:
     mean ± sd over seeds, and its mean parameter count."""
     methods = summary["methods"]
     names = [m for m in METHODS if m in methods]
-    lines = [f"{'metric':16}" + "".join(f"{n:>20}" for n in names)]
+    width = max([20, *(len(n) + 2 for n in names)])  # a name never runs into the next
+    lines = [f"{'metric':16}" + "".join(f"{n:>{width}}" for n in names)]
     for m in METRIC_NAMES:
         cells = []
         for n in names:
@@ -393,15 +394,17 @@ def format_table(summary: Mapping[str, Any]) -> list[str]:
             cells.append(
                 "-" if mean is None else f"{mean:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
             )
-        lines.append(f"{m:16}" + "".join(f"{c:>20}" for c in cells))
+        lines.append(f"{m:16}" + "".join(f"{c:>{width}}" for c in cells))
     lines.append(
         f"{'params':16}"
-        + "".join(f"{methods[n]['params'] if methods[n]['params'] else '-':>20}" for n in names)
+        + "".join(
+            f"{methods[n]['params'] if methods[n]['params'] else '-':>{width}}" for n in names
+        )
     )
     if any("channels" in methods[n] for n in names):  # a network trained at other widths
         widths = [
             ",".join("-" if c is None else str(c) for c in methods[n].get("channels", [])) or "-"
             for n in names
         ]
-        lines.append(f"{'channels':16}" + "".join(f"{w:>20}" for w in widths))
+        lines.append(f"{'channels':16}" + "".join(f"{w:>{width}}" for w in widths))
     return lines

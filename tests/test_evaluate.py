@@ -18,6 +18,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from reports.evaluation import (
     Trained,
+    format_table,
     kendall_null_se,
     retrained_means,
     seed_agreement,
@@ -238,6 +239,9 @@ def test_the_size_goal_holds_the_size_aware_pick_to_a_small_random_and_a_shrunk_
     assert "size_goal" not in summarise(
         picks=picks, trained=truth, shared={}, uniform=[], metric="miou"
     )
+    table = format_table(summary)
+    assert table[0].split() == ["metric", *methods]  # no name runs into the next
+    assert table[-1].split() == ["channels", "-", "-", "-", "-", "-", "-", "8,8"]
 
 
 def test_shrunk_channels_give_the_parameters_asked_for() -> None:
