@@ -748,3 +748,63 @@ def test_a_twelve_layer_drawing_scrolls_in_its_card_at_1400_px(
     # Wider than its card: it scrolls there, whole (nothing cut off), and the page does not.
     assert svg_width > box_width and scroll_width >= svg_width and overflow in ("auto", "scroll")
     assert no_sideways_scroll(browser)
+
+
+def test_a_finished_search_draws_its_retrained_networks_front(auth_server: Server, browser) -> None:
+    """The Retrained card: test mIoU against parameters of every retrained network, and their
+    own Pareto front (the issue asks for the front of the retrained networks beside the
+    samples' one)."""
+    from storage.retrains import RetrainRecord, RetrainStore
+    from storage.searches import ResultRecord, SearchStore
+
+    admin = (auth_server.log_path.parent / "admin-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {admin}", "X-Requested-With": "t"}
+    body = {**yaml.safe_load(TINY.read_text()), "name": "retrained-front"}
+    search_id = httpx.post(
+        f"{auth_server.base}/searches", json=body, headers=headers, timeout=30
+    ).json()["id"]
+
+    def trained(source: str, rank: int, arch: list[int], params: int, miou: float):
+        return RetrainRecord(
+            source=source, rank=rank, arch=arch, shared_score=None, status="succeeded",
+            epochs=1, params=params, accuracy=0.9, mean_precision=0.5, mean_recall=0.5,
+            miou=miou, miou_plus=0.8, val=None, config={}, weights_path=None, error=None,
+            seconds=1.0,
+        )  # fmt: skip
+
+    # On the front: the 2,000-parameter network (0.30), then the 6,000 one (0.55); the
+    # 4,000-parameter random baseline (0.25) is beaten by the smaller one.
+    retrained = [
+        trained("enas", 0, [0, 0, 0], 6_000, 0.55),
+        trained("pareto", 0, [4, 4, 4], 2_000, 0.30),
+        trained("random", 0, [1, 2, 3], 4_000, 0.25),
+    ]
+    store = SearchStore(f"sqlite:///{auth_server.log_path.parent / 'segnas.db'}")
+    try:
+        store.mark_running(search_id)
+        store.set_result(
+            search_id, ResultRecord(arch=[0, 0, 0], reward=0.5, metrics={}, params=6_000)
+        )
+        store.mark_finished(search_id, "succeeded")
+        RetrainStore(store).save(search_id, retrained)
+    finally:
+        store.close()
+
+    browser.get(f"{auth_server.base}/")
+    sign_in(browser, admin)
+    browser.get(f"{auth_server.base}/searches/{search_id}")
+    dots = "#retrain-chart circle.dot-sample title, #retrain-chart circle.dot-derive title"
+    wait_until(
+        "the retrained chart", lambda: len(browser.find_elements("css selector", dots)) == 3, 30
+    )
+    baselines = browser.find_elements("css selector", "#retrain-chart circle.dot-derive title")
+    assert [t.get_attribute("textContent") for t in baselines] == [
+        "1 2 3: test mIoU 0.250, 4,000 parameters (random)"
+    ]
+    front = browser.find_elements("css selector", "#retrain-chart circle.dot-front title")
+    assert [t.get_attribute("textContent") for t in front] == [
+        "on the front: 4 4 4, test mIoU 0.300, 2,000 parameters (pareto)",
+        "on the front: 0 0 0, test mIoU 0.550, 6,000 parameters (enas)",
+    ]
+    axis = browser.find_elements("css selector", "#retrain-chart text")
+    assert "test mIoU" in [t.get_attribute("textContent") for t in axis]

@@ -157,11 +157,20 @@ const CHARTS = (() => {
    * Reward against parameters of `items` (a page of samples), and over them `front`: the
    * Pareto front of all the search's samples (GET /front, by parameters), as a staircase.
    */
-  function drawSizeScatter(container, items, front) {
+  // How the samples' scatter names its dots; the retrained networks' chart names its own.
+  const SAMPLE_SCATTER = {
+    yLabel: "reward",
+    empty: "No sized sample yet.",
+    legend: [["dot-sample", "policy samples"], ["dot-derive", "derive candidates"]],
+    frontLabel: "Pareto front (all samples)",
+    dotClass: (a) => (a.phase === "derive" ? "dot-derive" : "dot-sample"),
+  };
+
+  function drawSizeScatter(container, items, front, options = SAMPLE_SCATTER) {
     const sized = items.filter((a) => Number.isFinite(a.params) && Number.isFinite(a.reward));
     const steps = (front && front.points) || [];
     if (!sized.length && !steps.length) {
-      container.replaceChildren(el("p", { class: "muted" }, "No sized sample yet."));
+      container.replaceChildren(el("p", { class: "muted" }, options.empty));
       return;
     }
     const { height, left, right, top, bottom } = CHART;
@@ -174,20 +183,21 @@ const CHARTS = (() => {
     const py = (v) => top + (1 - (v - y.lo) / (y.hi - y.lo)) * (height - top - bottom);
     const chart = svg("svg", {
       viewBox: `0 0 ${width} ${height}`, class: "reward-svg", role: "img",
-      "aria-label": `reward against parameters, ${sized.length} samples`,
+      "aria-label": `${options.yLabel} against parameters, ${sized.length} points`,
     });
     chart.append(...yGrid(y, py, width));
     for (const v of x.ticks) {
       chart.append(svg("text", { x: px(v), y: height - bottom + 16, class: "tick tick-x" },
         v.toFixed(x.decimals)));
     }
-    chart.append(...axes(width, "parameters (thousands)", "reward"));
+    chart.append(...axes(width, "parameters (thousands)", options.yLabel));
     const r = sized.length > 300 ? 2 : 3;
     for (const a of sized) {
       chart.append(svg("circle", {
         cx: px(a.params / 1000).toFixed(1), cy: py(a.reward).toFixed(1), r,
-        class: a.phase === "derive" ? "dot-derive" : "dot-sample",
-      }, svg("title", {}, `${SEGNAS.archString(a.arch)}: reward ${formatNumber(a.reward)}, ` +
+        class: options.dotClass(a),
+      }, svg("title", {}, `${SEGNAS.archString(a.arch)}: ${options.yLabel} ` +
+        `${formatNumber(a.reward)}, ` +
         `${a.params.toLocaleString()} parameters (${a.phase})`)));
     }
     if (steps.length) {
@@ -202,18 +212,36 @@ const CHARTS = (() => {
       for (const p of steps) {
         chart.append(svg("circle", {
           cx: px(p.cost / 1000).toFixed(1), cy: py(p.reward).toFixed(1), r: 4, class: "dot-front",
-        }, svg("title", {}, `on the front: ${SEGNAS.archString(p.arch)}, reward ` +
+        }, svg("title", {}, `on the front: ${SEGNAS.archString(p.arch)}, ${options.yLabel} ` +
           `${formatNumber(p.reward)}, ${p.cost.toLocaleString()} parameters (${p.phase})`)));
       }
     }
-    chart.append(scatterLegend(width - right, steps.length > 0));
+    chart.append(scatterLegend(width - right, steps.length > 0, options));
     container.replaceChildren(chart);
   }
 
-  function scatterLegend(xEnd, withFront) {
+  /** The points of `items` ({params, reward}) that nothing smaller (or as small) beats on
+   * reward, smallest first: the staircase storage/fronts.py draws for the samples. */
+  function paretoFront(items) {
+    const order = items
+      .map((a, i) => [a, i])
+      .filter(([a]) => Number.isFinite(a.params) && Number.isFinite(a.reward))
+      .sort(([a, i], [b, j]) => a.params - b.params || b.reward - a.reward || i - j);
+    const front = [];
+    let best = -Infinity;
+    for (const [a] of order) {
+      if (a.reward > best) {
+        front.push(a);
+        best = a.reward;
+      }
+    }
+    return front;
+  }
+
+  function scatterLegend(xEnd, withFront, options) {
     const group = svg("g", { class: "legend" });
-    const entries = [["dot-sample", "policy samples"], ["dot-derive", "derive candidates"]];
-    if (withFront) entries.push(["dot-front", "Pareto front (all samples)"]);
+    const entries = [...options.legend];
+    if (withFront) entries.push(["dot-front", options.frontLabel]);
     const first = xEnd - 150 * entries.length + 10;
     entries.forEach(([cls, label], i) => {
       const x = first + i * 150;
@@ -448,5 +476,8 @@ const CHARTS = (() => {
     container.replaceChildren(chart);
   }
 
-  return { drawArchDiagram, drawCellHeatmap, drawCompareChart, drawRewardChart, drawSizeScatter };
+  return {
+    drawArchDiagram, drawCellHeatmap, drawCompareChart, drawRewardChart, drawSizeScatter,
+    paretoFront,
+  };
 })();

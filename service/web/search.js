@@ -265,8 +265,29 @@
     loadSamples(null);
   }
 
+  // The retrained networks' test mIoU against their parameters, with their own front: what
+  // the size front of the samples (reward on a minibatch) looks like trained from scratch.
+  const RETRAINED_SCATTER = {
+    yLabel: "test mIoU",
+    empty: "No retrained network has its test metrics yet.",
+    legend: [["dot-sample", "retrained (enas, pareto)"], ["dot-derive", "random baselines"]],
+    frontLabel: "Pareto front (retrained)",
+    dotClass: (a) => (a.phase === "random" ? "dot-derive" : "dot-sample"),
+  };
+
+  function renderRetrainedFront(items) {
+    const points = items
+      .filter((r) => Number.isFinite(r.miou))
+      .map((r) => ({ params: r.params, reward: r.miou, arch: r.arch, phase: r.source }));
+    const front = CHARTS.paretoFront(points).map((a) => ({
+      cost: a.params, reward: a.reward, arch: a.arch, phase: a.phase,
+    }));
+    CHARTS.drawSizeScatter($("retrain-chart"), points, { points: front }, RETRAINED_SCATTER);
+  }
+
   function renderRetrains(items) {
     $("retrains").hidden = !items.length;
+    if (items.length) renderRetrainedFront(items);
     $("retrain-rows").replaceChildren(...items.map((r) => el(
       "tr", { title: r.error || "" },
       el("td", {}, `${r.source} ${r.rank}`),
