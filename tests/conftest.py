@@ -241,3 +241,13 @@ def local_ray() -> Iterator[None]:
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_data_dir(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> Iterator[Path]:
+    """A data folder (``SEGNAS_DATA_DIR``) for the module's runs on the local Ray: its
+    database, checkpoints and decode cache."""
+    folder = tmp_path_factory.mktemp("ray-data")
+    os.environ["SEGNAS_DATA_DIR"] = str(folder)
+    yield folder
+    os.environ.pop("SEGNAS_DATA_DIR", None)

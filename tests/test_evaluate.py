@@ -8,7 +8,6 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -309,16 +308,8 @@ class StopHereError(Exception):
     pass
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("evaluate-data")
-    os.environ["SEGNAS_DATA_DIR"] = str(folder)
-    yield folder
-    os.environ.pop("SEGNAS_DATA_DIR", None)
-
-
-def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
-    store = open_store(f"sqlite:///{data_dir / 'segnas.db'}")
+def test_a_small_evaluation_interrupted_then_continued(ray_data_dir: Path) -> None:
+    store = open_store(f"sqlite:///{ray_data_dir / 'segnas.db'}")
     base = load_search_spec(TINY)
     settings = EvaluateSettings(
         seeds=2, rewards=("miou",), uniform=3, epochs=1, train_seeds=2, retrain_epochs=1,
@@ -330,7 +321,7 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
             raise StopHereError
 
     first = Evaluation(
-        base, settings, store=store, checkpoint_dir=data_dir / "ck",
+        base, settings, store=store, checkpoint_dir=ray_data_dir / "ck",
         on_progress=stop_at_first_training,
     )  # fmt: skip
     with pytest.raises(StopHereError):
@@ -345,7 +336,7 @@ def test_a_small_evaluation_interrupted_then_continued(data_dir: Path) -> None:
 
     stages: list[Progress] = []
     summary: dict[str, Any] = Evaluation(
-        base, settings, store=store, checkpoint_dir=data_dir / "ck", on_progress=stages.append
+        base, settings, store=store, checkpoint_dir=ray_data_dir / "ck", on_progress=stages.append
     ).run()
 
     # Nothing was searched twice, and the trainings stored before were not run again.

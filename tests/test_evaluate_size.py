@@ -6,10 +6,7 @@ evaluation rather than after it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -21,23 +18,15 @@ from workers.evaluate import EvaluateSettings, Evaluation, whole_params
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("evaluate-size-data")
-    os.environ["SEGNAS_DATA_DIR"] = str(folder)
-    yield folder
-    os.environ.pop("SEGNAS_DATA_DIR", None)
-
-
-def test_a_size_aware_evaluation_shrinks_the_unconstrained_pick(data_dir: Path) -> None:
-    store = open_store(f"sqlite:///{data_dir / 'segnas.db'}")
+def test_a_size_aware_evaluation_shrinks_the_unconstrained_pick(ray_data_dir: Path) -> None:
+    store = open_store(f"sqlite:///{ray_data_dir / 'segnas.db'}")
     sized = {"metric": "miou", "cost": "params", "target": 1_500, "weight": -0.5}
     base = load_search_spec(TINY, {"reward": sized})
     settings = EvaluateSettings(
         seeds=1, rewards=("miou",), uniform=0, epochs=1, train_seeds=1, retrain_epochs=1,
         batch_size=16, parallel=2,
     )  # fmt: skip
-    evaluation = Evaluation(base, settings, store=store, checkpoint_dir=data_dir / "ck")
+    evaluation = Evaluation(base, settings, store=store, checkpoint_dir=ray_data_dir / "ck")
     summary = evaluation.run()
 
     methods = summary["methods"]

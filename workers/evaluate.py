@@ -221,8 +221,9 @@ class Evaluation:
 
     def _run(self, record: EvaluationRecord) -> dict[str, Any]:
         searches = self._searches(dict(record.searches))
-        picks = self._picks(searches)
-        widths = self._shrunk(picks)
+        space = self._space()  # loads the data set: once, for both
+        picks = self._picks(searches, space)
+        widths = self._shrunk(picks, space)
         uniform = random_archs(self.base.space, self.settings.uniform, seed=self.settings.arch_seed)
         # The picks first: an evaluation interrupted in its retraining has its methods' figures.
         self._train(
@@ -307,8 +308,9 @@ class Evaluation:
 
     # the architectures each method gives
 
-    def _picks(self, searches: dict[tuple[int, str], str]) -> dict[int, dict[str, list[int]]]:
-        space = self._space()
+    def _picks(
+        self, searches: dict[tuple[int, str], str], space: SearchSpace
+    ) -> dict[int, dict[str, list[int]]]:
         largest = largest_arch(space)
         picks: dict[int, dict[str, list[int]]] = {}
         for (seed, method), search_id in searches.items():
@@ -331,11 +333,12 @@ class Evaluation:
                 by["unconstrained_shrunk"] = by["unconstrained"]  # at other channels: _shrunk
         return picks
 
-    def _shrunk(self, picks: dict[int, dict[str, list[int]]]) -> dict[int, dict[str, int]]:
+    def _shrunk(
+        self, picks: dict[int, dict[str, list[int]]], space: SearchSpace
+    ) -> dict[int, dict[str, int]]:
         """``{seed: {"unconstrained_shrunk": channels}}``: the channels at which each seed's
         unconstrained pick has the parameters of its size-aware pick (none where that is its
         space's own: then it is the unconstrained pick itself)."""
-        space = self._space()
         widths: dict[int, dict[str, int]] = {}
         for seed, by in picks.items():
             if "unconstrained_shrunk" not in by:
