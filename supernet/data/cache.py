@@ -28,7 +28,7 @@ import numpy as np
 
 from errors import DatasetError
 from supernet.data.base import SegmentationSplit
-from supernet.data.transforms import resize_pair
+from supernet.data.transforms import resize_pair, scaled_size
 
 CACHE_VERSION = 1
 """Part of every key: a change to how arrays are made makes new entries."""
@@ -191,9 +191,7 @@ def _decode(
     for i in items:
         image, label = split.source.sample(i)
         h, w = label.shape
-        factor = side / max(h, w)
-        # As SegTransform's letterbox: the longer side lands exactly on `side`.
-        nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+        nh, nw = scaled_size(h, w, side / max(h, w))  # SegTransform's letterbox, at `side`
         image, label = resize_pair(image, label, nh, nw)
         images[i, :nh, :nw] = image
         labels[i, :nh, :nw] = label

@@ -37,6 +37,12 @@ def _randint(high: int) -> int:
     return int(torch.randint(high + 1, ())) if high > 0 else 0
 
 
+def scaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """``height x width`` scaled by ``factor``, rounded, at least one pixel each: the letterbox
+    (``factor = size / max(height, width)``, the longer side exactly ``size``) and its rescale."""
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
 def resize_pair(
     image: np.ndarray, label: np.ndarray, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +105,7 @@ class SegTransform:
         if self.augment:
             factor *= _uniform(*self.scale)
         # The longer side lands exactly on `size` in evaluation (round(max * size / max)).
-        nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+        nh, nw = scaled_size(h, w, factor)
         image, label = resize_pair(image, label, nh, nw)
         if self.augment and self.flip and float(torch.rand(())) < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
